@@ -1,0 +1,56 @@
+"""The original demo.py API (``load_checkpoints``, ``make_animation``) on top of the fast animator."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .animation import Animator, tensor_to_image
+from .checkpoint import load_checkpoint
+from .config import load_config
+from .keypoints import pose_distance
+from .models import Models
+
+
+def load_checkpoints(config_path: str, checkpoint_path: str, cpu: bool = False):
+    """As the original: returns ``(generator, kp_detector)`` in eval mode (on CUDA unless ``cpu``)."""
+    device = 'cpu' if cpu or not torch.cuda.is_available() else 'cuda'
+    if not cpu and device == 'cpu':
+        raise RuntimeError("CUDA is not available: pass cpu=True to run on the CPU")
+    models = load_checkpoint(load_config(config_path), checkpoint_path, device=device, with_discriminator=False)
+    return models.generator, models.kp_detector
+
+
+def _float_to_uint8(image: np.ndarray) -> np.ndarray:
+    return (np.clip(np.asarray(image, dtype=np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def find_best_frame(source: np.ndarray, driving: list[np.ndarray], animator: Animator) -> int:
+    """Index of the driving frame whose pose best matches the source (model keypoints, scale-normalised)."""
+    kp_source = animator.keypoints(source)['value']
+    distances = [pose_distance(kp_source, animator.keypoints(frame)['value']) for frame in driving]
+    return int(np.argmin(distances))
+
+
+def make_animation(source_image: np.ndarray, driving_video: list[np.ndarray], generator, kp_detector,
+                   relative: bool = True, adapt_movement_scale: bool = True, cpu: bool = False,
+                   config: dict | None = None) -> list[np.ndarray]:
+    """Original signature and conventions: float HxWx3 images in [0, 1] in, list of float frames out.
+
+    Runs on the cached fast path; the anchor is the first driving frame.
+    """
+    device = next(generator.parameters()).device if not cpu else torch.device('cpu')
+    h, w = np.asarray(source_image).shape[:2]
+    config = config or {'dataset_params': {'frame_shape': [h, w, 3]}}
+    models = Models(kp_detector, generator, None, config)
+    animator = Animator(models, relative=relative, adapt_scale=adapt_movement_scale, device=device)
+    animator.set_source(_float_to_uint8(source_image) if np.asarray(source_image).dtype != np.uint8 else source_image)
+    predictions = []
+    for frame in driving_video:
+        frame = np.asarray(frame)
+        x = animator.to_tensor(frame.astype(np.float32) if frame.dtype != np.uint8 else frame)
+        prediction = animator.animate_keypoints(animator.keypoints(x))
+        predictions.append(prediction[0].float().permute(1, 2, 0).cpu().numpy())
+    return predictions
+
+
+__all__ = ['load_checkpoints', 'make_animation', 'find_best_frame', 'tensor_to_image']
