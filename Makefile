@@ -15,12 +15,12 @@ $(VENV)/bin/python:
 
 $(VENV)/.installed-live: $(VENV)/bin/python pyproject.toml
 	$(PY) -m pip install -q -e ".[live]"
-	$(PY) -m live.face_model --fetch
+	$(PY) -m fomm_model.face_detection --fetch
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/bin/python pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
-	$(PY) -m live.face_model --fetch
+	$(PY) -m fomm_model.face_detection --fetch
 	touch $@
 
 run: $(VENV)/.installed-live
