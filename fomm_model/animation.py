@@ -99,13 +99,13 @@ class Animator:
     def to_tensor(self, image: np.ndarray) -> torch.Tensor:
         return image_to_tensor(image, self.size, self.device, self.dtype, self.channels_last)
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def keypoints(self, image: np.ndarray | torch.Tensor) -> dict:
         """Keypoints (float32) of an image or an already converted tensor."""
         x = image if isinstance(image, torch.Tensor) else self.to_tensor(image)
         return self.models.kp_detector(x)
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def set_source(self, image: np.ndarray) -> None:
         source = self.to_tensor(image)
         self.kp_source = self.models.kp_detector(source)
@@ -138,7 +138,7 @@ class Animator:
                 kp['jacobian'] = kp_driving['jacobian']
         return kp
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def animate_keypoints(self, kp_driving: dict) -> torch.Tensor:
         """Prediction tensor (1, 3, H, W) for already detected driving keypoints."""
         if self.prepared is None:
@@ -154,7 +154,7 @@ class Animator:
 
     def reference_animate(self, frame: np.ndarray) -> dict:
         """The original, uncached per-frame path (kp, normalize_kp, full generator) for checks and benchmarks."""
-        with torch.inference_mode():
+        with torch.no_grad():
             source = self.prepared['image']
             kp_driving = self.keypoints(frame)
             if self.kp_anchor is None:

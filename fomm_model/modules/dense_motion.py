@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .util import AntiAliasInterpolation2d, Hourglass, inverse_2x2, kp2gaussian, make_coordinate_grid
+from .util import AntiAliasInterpolation2d, Hourglass, grid_sample_fp32, inverse_2x2, kp2gaussian, make_coordinate_grid
 
 
 class DenseMotionNetwork(nn.Module):
@@ -60,8 +60,8 @@ class DenseMotionNetwork(nn.Module):
         bs, c, h, w = source_image.shape
         k1 = sparse_motions.shape[1]
         source_repeat = source_image.unsqueeze(1).expand(bs, k1, c, h, w).reshape(bs * k1, c, h, w)
-        grid = sparse_motions.reshape(bs * k1, h, w, 2).to(source_image.dtype)
-        sparse_deformed = F.grid_sample(source_repeat, grid, align_corners=self.align_corners)
+        grid = sparse_motions.reshape(bs * k1, h, w, 2)
+        sparse_deformed = grid_sample_fp32(source_repeat, grid, self.align_corners)
         return sparse_deformed.view(bs, k1, c, h, w)
 
     def forward_prepared(self, prepared: dict, kp_driving: dict) -> dict:

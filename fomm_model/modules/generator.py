@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dense_motion import DenseMotionNetwork
-from .util import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d
+from .util import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d, grid_sample_fp32
 
 
 class OcclusionAwareGenerator(nn.Module):
@@ -53,7 +53,7 @@ class OcclusionAwareGenerator(nn.Module):
         if h_old != h or w_old != w:
             deformation = F.interpolate(deformation.permute(0, 3, 1, 2), size=(h, w), mode='bilinear')
             deformation = deformation.permute(0, 2, 3, 1)
-        return F.grid_sample(inp, deformation.to(inp.dtype), align_corners=self.align_corners)
+        return grid_sample_fp32(inp, deformation, self.align_corners)
 
     def encode(self, source_image: torch.Tensor) -> torch.Tensor:
         out = self.first(source_image)

@@ -1,0 +1,25 @@
+"""Shared test fixtures: location of ../shared (beside the repository root) and small helpers."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get('FOMM_SHARED_DIR', REPO.parent / 'shared'))
+REFERENCE = SHARED / 'fixtures' / 'reference'
+
+os.environ.setdefault('QT_QPA_PLATFORM', 'offscreen')
+
+
+@pytest.fixture(scope='session')
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.fail(f"../shared not found at {SHARED}: tests need the shared data beside the repository")
+    return SHARED
+
+
+@pytest.fixture(scope='session')
+def reference_dir(shared_dir) -> Path:
+    return shared_dir / 'fixtures' / 'reference'

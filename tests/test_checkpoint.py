@@ -1,0 +1,69 @@
+"""Checkpoint loading: original layout, prefixes, weights_only, half precision, atomic saving."""
+from __future__ import annotations
+
+import torch
+import pytest
+
+from fomm_model import build_models, load_checkpoint, load_config, save_checkpoint
+from fomm_model.checkpoint import CheckpointError, CheckpointMismatchError, read_checkpoint, strip_prefixes
+
+
+@pytest.fixture(scope='module')
+def tiny(reference_dir):
+    return load_config(reference_dir / 'tiny-128.yaml'), reference_dir / 'tiny-128-checkpoint.pth.tar'
+
+
+def test_reference_checkpoint_loads_weights_only(tiny):
+    config, path = tiny
+    ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    assert {'generator', 'kp_detector', 'discriminator', 'optimizer_generator', 'epoch'} <= set(ckpt)
+    models = load_checkpoint(config, path)
+    assert not models.generator.training and models.discriminator is not None
+    torch.testing.assert_close(models.kp_detector.state_dict()['kp.weight'], ckpt['kp_detector']['kp.weight'])
+
+
+def test_prefixed_keys_load(tiny, tmp_path):
+    config, path = tiny
+    ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    ckpt['generator'] = {'module.' + k: v for k, v in ckpt['generator'].items()}
+    ckpt['kp_detector'] = {'module._orig_mod.' + k: v for k, v in ckpt['kp_detector'].items()}
+    del ckpt['discriminator']
+    torch.save(ckpt, tmp_path / 'prefixed.pth.tar')
+    models = load_checkpoint(config, tmp_path / 'prefixed.pth.tar')
+    assert models.discriminator is None
+    assert strip_prefixes({'_orig_mod.module.a': 1}) == {'a': 1}
+
+
+def test_half_checkpoint_round_trip(tiny, tmp_path):
+    config, path = tiny
+    models = load_checkpoint(config, path)
+    save_checkpoint(tmp_path / 'half.pth.tar', models, half=True, include_discriminator=False)
+    back = load_checkpoint(config, tmp_path / 'half.pth.tar')
+    w = back.generator.final.weight
+    assert w.dtype == torch.float32
+    torch.testing.assert_close(w, models.generator.final.weight.half().float())
+    assert (tmp_path / 'half.pth.tar').stat().st_size < path.stat().st_size / 2
+
+
+def test_mismatch_names_config_checkpoint_and_keys(tiny, tmp_path):
+    config, _ = tiny
+    save_checkpoint(tmp_path / 'face.pth.tar', build_models('face-128'))
+    with pytest.raises(CheckpointMismatchError) as err:
+        load_checkpoint(config, tmp_path / 'face.pth.tar')
+    message = str(err.value)
+    assert 'tiny-128.yaml' in message and 'face.pth.tar' in message
+    assert 'checkpoint (' in message and 'config (' in message  # shapes of the first mismatching keys
+    assert 'face-128' in message  # names the shipped config that fits
+
+
+def test_truncated_and_foreign_files(tiny, tmp_path):
+    config, path = tiny
+    data = path.read_bytes()
+    (tmp_path / 'cut.pth.tar').write_bytes(data[: len(data) // 3])
+    with pytest.raises(CheckpointError, match='truncated'):
+        read_checkpoint(tmp_path / 'cut.pth.tar')
+    torch.save({'state_dict': {}}, tmp_path / 'other.pth')
+    with pytest.raises(CheckpointError, match='not a first-order-model checkpoint'):
+        load_checkpoint(config, tmp_path / 'other.pth')
+    with pytest.raises(CheckpointError, match='not found'):
+        read_checkpoint(tmp_path / 'missing.pth.tar')
