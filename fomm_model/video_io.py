@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 VIDEO_EXTENSIONS = ('.mp4', '.mov', '.avi', '.mkv', '.webm', '.m4v', '.mpg', '.mpeg', '.gif')
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff')
 DEFAULT_FOLDER_FPS = 25.0  # a folder of frames carries no frame rate
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 class VideoReadError(ValueError):
@@ -142,7 +144,7 @@ def iter_video(path: str | os.PathLike, max_frames: int | None = None) -> Iterat
                 break
             except Exception as exc:
                 raise _unreadable(p, _short(exc)) from exc
-            yield np.frombuffer(buf, np.uint8).reshape(h, w, 3)
+            yield np.frombuffer(buf, np.uint8).reshape(h, w, 3).copy()  # writable, callers may augment in place
             count += 1
     finally:
         gen.close()
@@ -196,6 +198,7 @@ def has_audio(path: str | os.PathLike) -> bool:
 def _tmp_beside(path: Path) -> Path:
     fd, name = tempfile.mkstemp(dir=path.parent, prefix='.' + path.stem + '.', suffix=path.suffix)
     os.close(fd)
+    os.chmod(name, 0o666 & ~_UMASK)  # mkstemp makes 0600; results should get the usual permissions
     return Path(name)
 
 
@@ -317,3 +320,16 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             return np.ascontiguousarray(_pil_to_rgb(im))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f'cannot read image {p}: {exc}. Use a PNG or JPEG file') from exc
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """HxWx3 uint8 -> ``size`` = (height, width): area averaging when shrinking (no aliasing), bilinear when
+    enlarging. Like the original demo, the aspect ratio is not preserved; crop first if it matters."""
+    arr = np.asarray(image)
+    h, w = int(size[0]), int(size[1])
+    if arr.shape[:2] == (h, w):
+        return arr
+    from PIL import Image
+    shrink = arr.shape[0] >= h and arr.shape[1] >= w
+    return np.array(Image.fromarray(arr).resize((w, h), Image.Resampling.BOX if shrink else
+                                                Image.Resampling.BILINEAR))

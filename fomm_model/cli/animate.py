@@ -1,0 +1,90 @@
+"""Animate a source image with the motion of a driving video (the original demo.py).
+
+Example: fomm animate --source_image me.png --driving_video talk.mp4 --result_video out.mp4 --relative --adapt_scale
+Without --checkpoint the bundled face-128 model (assets/models/face-128.pth.tar) is used.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from . import CliError
+from ..animation import Animator, tensor_to_image
+from ..checkpoint import load_checkpoint
+from ..config import frame_size, load_config
+from ..defaults import DTYPES, parse_dtype, resolve_model, select_device
+from ..keypoints import pose_distance
+from ..video_io import has_audio, iter_video, read_image, resize_image, video_fps, write_video
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--config', default=None, help='config name or YAML path (default: face-128)')
+    parser.add_argument('--checkpoint', default=None, help='checkpoint .pth.tar (default: the bundled face-128)')
+    parser.add_argument('--source_image', required=True, help='image to animate (PNG/JPEG; alpha over white)')
+    parser.add_argument('--driving_video', required=True, help='video (or GIF / folder of frames) to take motion from')
+    parser.add_argument('--result_video', default='result.mp4', help='output video (default: result.mp4)')
+    parser.add_argument('--relative', action='store_true', help='relative keypoint motion (recommended)')
+    parser.add_argument('--adapt_scale', action='store_true', help='adapt motion scale to the source face size')
+    best = parser.add_mutually_exclusive_group()
+    best.add_argument('--find_best_frame', action='store_true',
+                      help='anchor on the driving frame whose pose is closest to the source')
+    best.add_argument('--best_frame', type=int, default=None, help='anchor on this driving frame index')
+    parser.add_argument('--cpu', action='store_true', help='run on the CPU (default: CUDA if available)')
+    parser.add_argument('--audio', action='store_true', help="copy the driving video's sound into the result")
+    parser.add_argument('--dtype', choices=list(DTYPES), default='float32',
+                        help='inference precision (bfloat16 is ~1.5x faster on recent CPUs; float16 CUDA only)')
+
+
+def _read_driving(path: str, size: tuple[int, int]) -> list[np.ndarray]:
+    """Driving frames resized to the model size as they are decoded, so long videos fit in memory."""
+    frames = [resize_image(f, size) for f in tqdm(iter_video(path), desc='reading', unit='frame', leave=False)]
+    if not frames:
+        raise CliError(f'{path} has no frames')
+    return frames
+
+
+def run(args: argparse.Namespace) -> int:
+    config_name, checkpoint = resolve_model(args.config, args.checkpoint)
+    config = load_config(config_name)
+    size = frame_size(config)
+    source = resize_image(read_image(args.source_image), size)
+    fps = video_fps(args.driving_video)
+    if args.audio and not has_audio(args.driving_video):
+        raise CliError(f'--audio: {args.driving_video} has no audio track; leave out --audio')
+    driving = _read_driving(args.driving_video, size)
+    if args.best_frame is not None and not 0 <= args.best_frame < len(driving):
+        raise CliError(f'--best_frame {args.best_frame} is outside the driving video (0..{len(driving) - 1})')
+
+    device = select_device(args.cpu)
+    dtype = parse_dtype(args.dtype, device)
+    models = load_checkpoint(config, checkpoint, device=device, with_discriminator=False)
+    animator = Animator(models, relative=args.relative, adapt_scale=args.adapt_scale, device=device, dtype=dtype,
+                        channels_last=True)
+    animator.set_source(source)
+
+    # keypoints of every driving frame first (cheap), so the anchor can be any frame
+    kps = [animator.keypoints(f) for f in tqdm(driving, desc='keypoints', unit='frame', leave=False)]
+    anchor = 0
+    if args.find_best_frame:
+        kp_src = animator.kp_source['value']
+        anchor = int(np.argmin([pose_distance(kp_src, kp['value']) for kp in kps]))
+        print(f'best frame: {anchor}', file=sys.stderr)
+    elif args.best_frame is not None:
+        anchor = args.best_frame
+    # The original animates forward from the anchor and backward to frame 0, both halves anchored on the same
+    # frame, then restores the original order; each frame's result depends only on (source, anchor, frame),
+    # so animating in order once with that anchor gives the same video.
+    animator.set_anchor(kps[anchor])
+
+    start = time.perf_counter()
+    frames = (tensor_to_image(animator.animate_keypoints(kp))
+              for kp in tqdm(kps, desc='animating', unit='frame'))
+    n = write_video(args.result_video, frames, fps, audio_from=args.driving_video if args.audio else None)
+    elapsed = time.perf_counter() - start
+    print(f'wrote {args.result_video}: {n} frames at {fps:g} fps, {size[1]}x{size[0]} '
+          f'({1000 * elapsed / n:.1f} ms/frame on {device.type}, {args.dtype})', file=sys.stderr)
+    return 0
