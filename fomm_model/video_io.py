@@ -285,7 +285,8 @@ def _write_gif(path: Path, frames: Iterable[np.ndarray], fps: float) -> int:
 def _mux_audio(video: Path, audio_source: Path, out: Path) -> None:
     cmd = [_ffmpeg_exe(), '-hide_banner', '-nostdin', '-loglevel', 'error', '-y', '-i', str(video),
            '-i', str(audio_source), '-map', '0:v:0', '-map', '1:a:0', '-c:v', 'copy', '-c:a', 'aac',
-           '-shortest', str(out)]
+           # pad a shorter sound track with silence and cut a longer one: the video keeps every frame
+           '-af', 'apad', '-shortest', str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, errors='replace')
     if proc.returncode != 0:
         raise RuntimeError(f'ffmpeg could not add the audio of {audio_source}: {proc.stderr.strip()[-1000:]}')
@@ -331,5 +332,5 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return arr
     from PIL import Image
     shrink = arr.shape[0] >= h and arr.shape[1] >= w
-    return np.array(Image.fromarray(arr).resize((w, h), Image.Resampling.BOX if shrink else
+    return np.array(Image.fromarray(np.ascontiguousarray(arr)).resize((w, h), Image.Resampling.BOX if shrink else
                                                 Image.Resampling.BILINEAR))
