@@ -1,0 +1,1 @@
+"""Self-supervised FOMM training from video folders (original losses and schedule; resumable, logged, DDP-ready)."""

@@ -1,0 +1,148 @@
+"""Training losses of the original model.py: GeneratorFullModel and DiscriminatorFullModel.
+
+They are nn.Modules that run the networks and return a dict of weighted losses, so a whole training
+forward can be wrapped by DistributedDataParallel. One deliberate extension: ``loss_weights.l1`` (default 0,
+absent from the original) adds a pixel L1 term between prediction and driving frame.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..modules.util import AntiAliasInterpolation2d
+from .transform import Transform
+
+
+class ImagePyramide(nn.Module):
+    """{'prediction_<scale>': image downscaled by AntiAliasInterpolation2d} for each scale."""
+
+    def __init__(self, scales, num_channels: int):
+        super().__init__()
+        self.downs = nn.ModuleDict({str(s).replace('.', '-'): AntiAliasInterpolation2d(num_channels, s)
+                                    for s in scales})
+
+    def forward(self, x: torch.Tensor) -> dict:
+        return {'prediction_' + k.replace('-', '.'): down(x) for k, down in self.downs.items()}
+
+
+def detach_kp(kp: dict) -> dict:
+    return {k: v.detach() for k, v in kp.items()}
+
+
+def loss_weights(train_params: dict) -> dict:
+    """The config's loss weights with defaults for keys older configs lack (l1 = 0: the original has none)."""
+    w = dict(train_params.get('loss_weights', {}))
+    w.setdefault('perceptual', [0])
+    w.setdefault('generator_gan', 0)
+    w.setdefault('discriminator_gan', 1)
+    w.setdefault('feature_matching', [0])
+    w.setdefault('equivariance_value', 0)
+    w.setdefault('equivariance_jacobian', 0)
+    w.setdefault('l1', 0)
+    return w
+
+
+class GeneratorFullModel(nn.Module):
+    """Keypoints + generation + every generator-side loss, as the original (one forward per step)."""
+
+    def __init__(self, kp_extractor: nn.Module, generator: nn.Module, discriminator: nn.Module | None,
+                 train_params: dict, perceptual_net: nn.Module | None = None, align_corners: bool = True):
+        super().__init__()
+        self.kp_extractor = kp_extractor
+        self.generator = generator
+        self.discriminator = discriminator
+        self.train_params = train_params
+        self.scales = train_params['scales']
+        self.disc_scales = discriminator.scales if discriminator is not None else [1]
+        self.pyramid = ImagePyramide(self.scales, generator.num_channels if hasattr(generator, 'num_channels')
+                                     else 3)
+        self.loss_weights = loss_weights(train_params)
+        self.align_corners = align_corners
+        if sum(self.loss_weights['perceptual']) != 0 and perceptual_net is None:
+            raise ValueError("loss_weights.perceptual is non-zero but no pretrained perceptual network was given")
+        self.vgg = perceptual_net
+        if self.loss_weights['generator_gan'] != 0 and discriminator is None:
+            raise ValueError("loss_weights.generator_gan is non-zero but the config has no discriminator_params")
+
+    def forward(self, x: dict, generator: torch.Generator | None = None) -> tuple[dict, dict]:
+        w = self.loss_weights
+        kp_source = self.kp_extractor(x['source'])
+        kp_driving = self.kp_extractor(x['driving'])
+        generated = self.generator(x['source'], kp_source=kp_source, kp_driving=kp_driving)
+        generated.update({'kp_source': kp_source, 'kp_driving': kp_driving})
+        losses = {}
+        pyramide_real = self.pyramid(x['driving'])
+        pyramide_generated = self.pyramid(generated['prediction'])
+
+        if sum(w['perceptual']) != 0:
+            total = 0
+            for scale in self.scales:
+                x_f = self.vgg(pyramide_generated['prediction_' + str(scale)])
+                y_f = self.vgg(pyramide_real['prediction_' + str(scale)])
+                for weight, a, b in zip(w['perceptual'], x_f, y_f):
+                    if weight:
+                        total = total + weight * torch.abs(a - b.detach()).mean()
+            losses['perceptual'] = total
+
+        if w['l1']:
+            losses['l1'] = w['l1'] * torch.abs(generated['prediction'] - x['driving']).mean()
+
+        if w['generator_gan'] != 0:
+            maps_generated = self.discriminator(pyramide_generated, kp=detach_kp(kp_driving))
+            maps_real = self.discriminator(pyramide_real, kp=detach_kp(kp_driving))
+            total = 0
+            for scale in self.disc_scales:
+                total = total + w['generator_gan'] * ((1 - maps_generated['prediction_map_%s' % scale]) ** 2).mean()
+            losses['gen_gan'] = total
+            if sum(w['feature_matching']) != 0:
+                total = 0
+                for scale in self.disc_scales:
+                    key = 'feature_maps_%s' % scale
+                    for weight, a, b in zip(w['feature_matching'], maps_real[key], maps_generated[key]):
+                        if weight:
+                            total = total + weight * torch.abs(a - b).mean()
+                losses['feature_matching'] = total
+
+        if w['equivariance_value'] != 0 or w['equivariance_jacobian'] != 0:
+            transform = Transform(x['driving'].shape[0], **self.train_params['transform_params'],
+                                  align_corners=self.align_corners, device=x['driving'].device,
+                                  generator=generator)
+            transformed_frame = transform.transform_frame(x['driving'])
+            transformed_kp = self.kp_extractor(transformed_frame)
+            generated['transformed_frame'] = transformed_frame
+            generated['transformed_kp'] = transformed_kp
+            if w['equivariance_value'] != 0:
+                value = torch.abs(kp_driving['value'] - transform.warp_coordinates(transformed_kp['value'])).mean()
+                losses['equivariance_value'] = w['equivariance_value'] * value
+            if w['equivariance_jacobian'] != 0:
+                jacobian_transformed = transform.jacobian(transformed_kp['value']) @ transformed_kp['jacobian']
+                value = torch.inverse(kp_driving['jacobian'].float()) @ jacobian_transformed.float()
+                eye = torch.eye(2, device=value.device).view(1, 1, 2, 2)
+                losses['equivariance_jacobian'] = w['equivariance_jacobian'] * torch.abs(eye - value).mean()
+        return losses, generated
+
+
+class DiscriminatorFullModel(nn.Module):
+    """LSGAN discriminator loss on real driving frames vs detached predictions (kp heatmaps detached)."""
+
+    def __init__(self, kp_extractor: nn.Module | None, generator: nn.Module | None, discriminator: nn.Module,
+                 train_params: dict):
+        super().__init__()
+        self.discriminator = discriminator
+        self.train_params = train_params
+        self.scales = discriminator.scales
+        self.pyramid = ImagePyramide(train_params['scales'], 3)
+        self.loss_weights = loss_weights(train_params)
+
+    def forward(self, x: dict, generated: dict) -> dict:
+        pyramide_real = self.pyramid(x['driving'])
+        pyramide_generated = self.pyramid(generated['prediction'].detach())
+        kp_driving = detach_kp(generated['kp_driving'])
+        maps_generated = self.discriminator(pyramide_generated, kp=kp_driving)
+        maps_real = self.discriminator(pyramide_real, kp=kp_driving)
+        total = 0
+        for scale in self.scales:
+            key = 'prediction_map_%s' % scale
+            value = (1 - maps_real[key]) ** 2 + maps_generated[key] ** 2
+            total = total + self.loss_weights['discriminator_gan'] * value.mean()
+        return {'disc_gan': total}

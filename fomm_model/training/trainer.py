@@ -1,0 +1,413 @@
+"""The training loop of the original train.py, made resumable, interruptible, logged and DDP-ready.
+
+Differences from the original, on purpose: resuming starts at the NEXT epoch (the original re-ran the saved
+one), checkpoints also hold ``step``/``next_epoch``/``next_batch``/``scheduler_*`` so a run interrupted
+mid-epoch (SIGINT, SIGTERM, --max_steps) resumes exactly where it stopped, and every random draw is seeded by
+(seed, epoch, position) or (seed, step), so results do not depend on the number of data workers.
+"""
+from __future__ import annotations
+
+import bisect
+import contextlib
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from torch.optim.lr_scheduler import MultiStepLR
+from torch.utils.data import DataLoader
+
+from ..checkpoint import atomic_save, read_checkpoint, strip_prefixes
+from ..config import load_config
+from ..models import build_models
+from .dataset import EpochSampler, FramesDataset
+from .full_model import DiscriminatorFullModel, GeneratorFullModel, loss_weights
+from .logger import LossLogger
+from .perceptual import load_perceptual_net
+from .visualizer import save_grid
+
+log = logging.getLogger(__name__)
+
+
+SHORT = {'perceptual': 'perc', 'equivariance_value': 'eq_val', 'equivariance_jacobian': 'eq_jac',
+         'feature_matching': 'fm', 'gen_gan': 'g_gan', 'disc_gan': 'd_gan', 'l1': 'l1'}
+
+
+class TrainingError(RuntimeError):
+    """A training setup the user must fix (bad device, missing data...)."""
+
+
+@dataclass
+class TrainOptions:
+    """Everything ``fomm train`` can set; None means 'as in the config'."""
+
+    config: str | dict
+    log_dir: str | Path
+    checkpoint: str | Path | None = None
+    data: str | Path | None = None
+    max_steps: int | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    num_repeats: int | None = None
+    seed: int = 0
+    device: str = 'cpu'
+    device_ids: list[int] | None = None
+    num_workers: int = 0
+    amp: str | None = None  # None, 'bf16' or 'fp16' (CUDA only)
+    perceptual: str = 'auto'
+    vgg_weights: str | Path | None = None
+    tensorboard: bool = True
+    progress: bool = True
+    visualize: bool = True
+    cache_bytes: int = 4 << 30
+
+
+@dataclass
+class TrainResult:
+    step: int
+    epoch: int  # next epoch to run
+    checkpoint: Path | None
+    lr: dict[str, float]
+    epoch_losses: list[dict[str, float]] = field(default_factory=list)
+    interrupted: bool = False
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag checked after each step (a second SIGINT aborts at once)."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: no signal handling
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        log.warning("received signal %d: saving a checkpoint after the current step", signum)
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, local_rank, world_size) from torchrun's environment."""
+    world = int(os.environ.get('WORLD_SIZE', '1'))
+    return int(os.environ.get('RANK', '0')), int(os.environ.get('LOCAL_RANK', '0')), world
+
+
+def resolve_device(opts: TrainOptions, local_rank: int, world: int) -> torch.device:
+    if opts.device not in ('cpu', 'cuda'):
+        raise TrainingError(f"--device must be cpu or cuda, not {opts.device!r}")
+    if opts.device == 'cpu':
+        if opts.amp:
+            raise TrainingError("--amp needs --device cuda (mixed precision is only used on GPUs)")
+        return torch.device('cpu')
+    if not torch.cuda.is_available():
+        raise TrainingError("--device cuda was asked for but CUDA is not available (no GPU or a CPU-only torch "
+                            "build); use --device cpu")
+    ids = opts.device_ids or [0]
+    if world > 1:
+        if local_rank >= len(ids):
+            raise TrainingError(f"LOCAL_RANK {local_rank} has no entry in --device_ids {ids}")
+        index = ids[local_rank]
+    else:
+        if len(ids) > 1:
+            raise TrainingError(f"--device_ids {ids}: several GPUs need torchrun, e.g. "
+                                f"torchrun --nproc_per_node {len(ids)} -m fomm_model train ...")
+        index = ids[0]
+    if index >= torch.cuda.device_count():
+        raise TrainingError(f"GPU {index} does not exist ({torch.cuda.device_count()} visible)")
+    torch.cuda.set_device(index)
+    return torch.device('cuda', index)
+
+
+def apply_overrides(config: dict, opts: TrainOptions) -> dict:
+    tp, dp = config['train_params'], config['dataset_params']
+    if opts.data is not None:
+        dp['root_dir'] = str(opts.data)
+    for key, value in (('num_epochs', opts.epochs), ('batch_size', opts.batch_size),
+                       ('num_repeats', opts.num_repeats)):
+        if value is not None:
+            if int(value) < 1:
+                raise TrainingError(f"--{key.replace('num_', '') if key != 'num_repeats' else key} must be >= 1")
+            tp[key] = int(value)
+    return config
+
+
+def lr_at(base: float, milestones: list[int], epoch: int, gamma: float = 0.1) -> float:
+    """MultiStepLR's learning rate during ``epoch``."""
+    return base * gamma ** bisect.bisect_right(sorted(milestones), epoch)
+
+
+class Trainer:
+    """Owns models, optimisers, schedulers, data and the loop; ``run()`` trains until done or stopped."""
+
+    def __init__(self, opts: TrainOptions):
+        self.opts = opts
+        self.rank, self.local_rank, self.world = _distributed()
+        self.device = resolve_device(opts, self.local_rank, self.world)
+        if self.world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group('nccl' if self.device.type == 'cuda' else 'gloo')
+        self.is_main = self.rank == 0
+        self.config = apply_overrides(load_config(opts.config), opts)
+        self.tp = self.config['train_params']
+        self.weights = loss_weights(self.tp)
+        self.use_gan = self.weights['generator_gan'] != 0
+        self.log_dir = Path(opts.log_dir)
+        torch.manual_seed(opts.seed)
+
+        self.models = build_models(self.config)
+        if self.models.discriminator is None and self.use_gan:
+            raise TrainingError("loss_weights.generator_gan is non-zero but the config has no discriminator_params")
+        if self.world > 1 and self.device.type == 'cuda':
+            self.models.kp_detector = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.models.kp_detector)
+            self.models.generator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.models.generator)
+        self.models.to(self.device).train()
+
+        betas = (0.5, 0.999)
+        self.optimizers = {
+            'generator': torch.optim.Adam(self.models.generator.parameters(), lr=self.tp['lr_generator'],
+                                          betas=betas),
+            'kp_detector': torch.optim.Adam(self.models.kp_detector.parameters(), lr=self.tp['lr_kp_detector'],
+                                            betas=betas),
+        }
+        if self.models.discriminator is not None:
+            self.optimizers['discriminator'] = torch.optim.Adam(self.models.discriminator.parameters(),
+                                                                lr=self.tp['lr_discriminator'], betas=betas)
+        self.milestones = list(self.tp.get('epoch_milestones') or [])
+        self.schedulers = {k: MultiStepLR(o, self.milestones, gamma=0.1) for k, o in self.optimizers.items()}
+        self.step, self.start_epoch, self.start_batch = 0, 0, 0
+        if opts.checkpoint:
+            self._resume(opts.checkpoint)
+
+        perceptual = None
+        if sum(self.weights['perceptual']) != 0:
+            perceptual = load_perceptual_net(opts.perceptual, opts.vgg_weights).to(self.device)
+            if self.is_main:
+                log.info("perceptual loss network: %s", perceptual.name)
+        align = self.config['model_params']['common_params'].get('align_corners', True)
+        self.generator_full = GeneratorFullModel(self.models.kp_detector, self.models.generator,
+                                                 self.models.discriminator, self.tp, perceptual, align)
+        self.discriminator_full = (DiscriminatorFullModel(None, None, self.models.discriminator, self.tp)
+                                   if self.use_gan else None)
+        self.generator_full.to(self.device)
+        if self.discriminator_full is not None:
+            self.discriminator_full.to(self.device)
+        self.gen_step_module, self.disc_step_module = self.generator_full, self.discriminator_full
+        if self.world > 1:
+            self._wrap_ddp()
+
+        self.amp_dtype = {None: None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[opts.amp]
+        self.scaler = torch.amp.GradScaler('cuda') if opts.amp == 'fp16' else None
+        self.disc_scaler = torch.amp.GradScaler('cuda') if opts.amp == 'fp16' else None
+
+        dp = self.config['dataset_params']
+        self.dataset = FramesDataset(is_train=True, random_seed=opts.seed, cache_bytes=opts.cache_bytes, **dp)
+        self.sampler = EpochSampler(len(self.dataset), self.tp.get('num_repeats', 1), seed=opts.seed,
+                                    rank=self.rank, world_size=self.world)
+        self.dataset.epoch_length = self.sampler.n
+        self.batch_size = int(self.tp['batch_size'])
+        if self.sampler.n // self.world < self.batch_size:
+            raise TrainingError(f"batch_size {self.batch_size} is larger than an epoch ({self.sampler.n} samples "
+                                f"per rank); lower --batch_size or raise --num_repeats")
+        self.loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=self.sampler, drop_last=True,
+                                 num_workers=opts.num_workers, persistent_workers=opts.num_workers > 0,
+                                 pin_memory=self.device.type == 'cuda')
+        self.logger = LossLogger(self.log_dir, tensorboard=opts.tensorboard) if self.is_main else None
+        self.last_checkpoint: Path | None = None
+
+    # ----- checkpoints -----
+    def _resume(self, path) -> None:
+        ckpt = read_checkpoint(path)
+        for name, module in self.models.modules().items():
+            if name in ckpt:
+                module.load_state_dict(strip_prefixes(ckpt[name]))
+            elif name != 'discriminator':
+                raise TrainingError(f"checkpoint {path} has no '{name}' weights")
+        for name, opt in self.optimizers.items():
+            if f'optimizer_{name}' in ckpt:
+                opt.load_state_dict(ckpt[f'optimizer_{name}'])
+        if 'next_epoch' in ckpt:
+            self.start_epoch, self.start_batch = int(ckpt['next_epoch']), int(ckpt.get('next_batch', 0))
+        else:  # an original checkpoint: 'epoch' is the last finished epoch; go on with the next one
+            self.start_epoch, self.start_batch = int(ckpt.get('epoch', -1)) + 1, 0
+        self.step = int(ckpt.get('step', 0))
+        base = {'generator': self.tp['lr_generator'], 'kp_detector': self.tp['lr_kp_detector'],
+                'discriminator': self.tp['lr_discriminator']}
+        for name, sched in self.schedulers.items():
+            if f'scheduler_{name}' in ckpt:
+                sched.load_state_dict(ckpt[f'scheduler_{name}'])
+            else:
+                sched.last_epoch = self.start_epoch
+                for group in self.optimizers[name].param_groups:
+                    group['initial_lr'] = base[name]
+                    group['lr'] = lr_at(base[name], self.milestones, self.start_epoch)
+        if self.is_main:
+            log.info("resumed from %s: step %d, epoch %d, batch %d", path, self.step, self.start_epoch,
+                     self.start_batch)
+
+    def save(self, next_epoch: int, next_batch: int) -> Path | None:
+        """Write ``<log_dir>/%08d-checkpoint.pth.tar`` atomically (main rank only)."""
+        if not self.is_main:
+            return None
+        # original keys: 'epoch' is the last finished epoch (or the one in progress when stopped mid-epoch)
+        finished = next_epoch - 1 if next_batch == 0 else next_epoch
+        path = self.log_dir / ('%s-checkpoint.pth.tar' % str(max(finished, 0)).zfill(8))
+        ckpt = {name: m.state_dict() for name, m in self.models.modules().items()}
+        ckpt.update({f'optimizer_{k}': o.state_dict() for k, o in self.optimizers.items()})
+        ckpt.update({'epoch': finished, 'step': self.step, 'next_epoch': next_epoch, 'next_batch': next_batch})
+        ckpt.update({f'scheduler_{k}': s.state_dict() for k, s in self.schedulers.items()})
+        atomic_save(ckpt, path)
+        self.last_checkpoint = path
+        return path
+
+    # ----- one step -----
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type='cuda', dtype=self.amp_dtype)
+
+    def train_step(self, x: dict) -> tuple[dict[str, float], dict]:
+        """One generator(+kp) update and, for GAN configs, one discriminator update."""
+        x = {k: v.to(self.device, non_blocking=True) for k, v in x.items() if torch.is_tensor(v)}
+        gen = torch.Generator().manual_seed(self.opts.seed * 1_000_003 + self.step)  # equivariance warp draws
+        with self._autocast():
+            losses, generated = self.gen_step_module(x, generator=gen)
+        loss = sum(v.float().mean() for v in losses.values())
+        if not torch.isfinite(loss):
+            raise TrainingError(f"non-finite loss at step {self.step}: "
+                                f"{ {k: float(v.float().mean()) for k, v in losses.items()} }")
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizers['generator'])
+            self.scaler.step(self.optimizers['kp_detector'])
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizers['generator'].step()
+            self.optimizers['kp_detector'].step()
+        self.optimizers['generator'].zero_grad(set_to_none=True)
+        self.optimizers['kp_detector'].zero_grad(set_to_none=True)
+        values = {k: float(v.detach().float().mean()) for k, v in losses.items()}
+        if self.use_gan:
+            opt = self.optimizers['discriminator']
+            opt.zero_grad(set_to_none=True)
+            with self._autocast():
+                d_losses = self.disc_step_module(x, generated)
+            d_loss = sum(v.float().mean() for v in d_losses.values())
+            if self.disc_scaler is not None:
+                self.disc_scaler.scale(d_loss).backward()
+                self.disc_scaler.step(opt)
+                self.disc_scaler.update()
+            else:
+                d_loss.backward()
+                opt.step()
+            opt.zero_grad(set_to_none=True)
+            values.update({k: float(v.detach().float().mean()) for k, v in d_losses.items()})
+        elif 'discriminator' in self.optimizers:
+            self.optimizers['discriminator'].zero_grad(set_to_none=True)
+        self.step += 1
+        generated['_inputs'] = x
+        return values, generated
+
+    def _wrap_ddp(self) -> None:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        ids = [self.device.index] if self.device.type == 'cuda' else None
+        if self.models.discriminator is not None:
+            # the generator loss must not all-reduce discriminator grads (they are zeroed before the D step)
+            ignore = ['discriminator.' + n for n, _ in self.models.discriminator.named_parameters()]
+            ignore += ['discriminator.' + n for n, _ in self.models.discriminator.named_buffers()]
+            DDP._set_params_and_buffers_to_ignore_for_model(self.generator_full, ignore)
+        self.gen_step_module = DDP(self.generator_full, device_ids=ids, find_unused_parameters=True)
+        if self.discriminator_full is not None:
+            self.disc_step_module = DDP(self.discriminator_full, device_ids=ids)
+
+    def current_lr(self) -> dict[str, float]:
+        return {k: o.param_groups[0]['lr'] for k, o in self.optimizers.items()}
+
+    # ----- loop -----
+    def run(self) -> TrainResult:
+        num_epochs = int(self.tp['num_epochs'])
+        freq = int(self.tp.get('checkpoint_freq', 50))
+        max_steps = self.opts.max_steps
+        if self.is_main:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.log_dir / 'config.yaml', 'w') as f:
+                yaml.safe_dump(dict(self.config), f, sort_keys=False)
+        history: list[dict[str, float]] = []
+        interrupted = False
+        epoch, batch_in_epoch = self.start_epoch, self.start_batch
+        with _StopFlag() as stop:
+            while epoch < num_epochs:
+                skip = batch_in_epoch if epoch == self.start_epoch else 0
+                self.sampler.set_epoch(epoch, start=skip * self.batch_size)
+                batch_in_epoch = skip
+                steps_per_epoch = self.sampler.n // self.world // self.batch_size
+                bar = self._progress(epoch, num_epochs, steps_per_epoch, skip)
+                generated = None
+                stop_now = False
+                for x in self.loader:
+                    values, generated = self.train_step(x)
+                    batch_in_epoch += 1
+                    if self.logger is not None:
+                        self.logger.log_step(self.step, values, self.current_lr()['generator'])
+                    if bar is not None:
+                        bar.set_postfix({SHORT.get(k, k): f'{v:.3f}' for k, v in values.items()}, refresh=False)
+                        bar.update(1)
+                    if stop.signum is not None or (max_steps is not None and self.step >= max_steps):
+                        stop_now = True
+                        break
+                if bar is not None:
+                    bar.close()
+                if stop_now and batch_in_epoch < steps_per_epoch:
+                    interrupted = stop.signum is not None
+                    self.save(epoch, batch_in_epoch)
+                    break
+                for s in self.schedulers.values():
+                    s.step()
+                if self.logger is not None:
+                    history.append(self.logger.log_epoch(epoch))
+                    if self.opts.visualize and generated is not None:
+                        kp_size = self.config.get('visualizer_params', {}).get('kp_size', 3)
+                        save_grid(self.log_dir / 'train-vis' / ('%s-rec.png' % str(epoch).zfill(8)),
+                                  generated['_inputs'], generated, kp_size)
+                epoch += 1
+                batch_in_epoch = 0
+                if (epoch % freq == 0) or epoch == num_epochs or stop_now:
+                    self.save(epoch, 0)
+                if stop_now:
+                    interrupted = stop.signum is not None
+                    break
+        if self.logger is not None:
+            self.logger.close()
+        if interrupted and self.is_main:
+            log.warning("stopped by signal; checkpoint %s", self.last_checkpoint)
+        return TrainResult(self.step, epoch, self.last_checkpoint, self.current_lr(),
+                           history, interrupted)
+
+    def _progress(self, epoch: int, num_epochs: int, total: int, initial: int):
+        if not (self.is_main and self.opts.progress):
+            return None
+        from tqdm import tqdm
+        return tqdm(total=total, initial=initial, desc=f'epoch {epoch + 1}/{num_epochs}', leave=True,
+                    mininterval=1.0, dynamic_ncols=True)
+
+
+def train(opts: TrainOptions) -> TrainResult:
+    """Build a Trainer and run it."""
+    return Trainer(opts).run()
+
+
+__all__ = ['TrainOptions', 'TrainResult', 'Trainer', 'TrainingError', 'train', 'lr_at']
