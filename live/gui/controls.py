@@ -1,0 +1,352 @@
+"""The side panel: calibration, view, crop, motion, performance, camera and virtual camera controls.
+
+Widgets report user actions as signals carrying plain values; ``set_*`` methods show the engine's state
+without echoing it back (signals are blocked while they run), so there are no update loops.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from PyQt6.QtCore import Qt, pyqtSignal
+from PyQt6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton,
+                             QSizePolicy, QSlider, QSpinBox, QVBoxLayout, QWidget)
+
+CALIBRATION_GUIDANCE = ('Look straight at the camera with a neutral face, mouth closed, eyes open, '
+                        'then press <b>Calibrate</b> (C). Raise the overlay to line your face up with the '
+                        "avatar's pose first: the pose you hold now becomes the avatar's resting pose.")
+
+VCAM_RESOLUTIONS: dict[str, tuple[int, int]] = {
+    '1280×720 (HD)': (1280, 720),
+    '1920×1080 (Full HD)': (1920, 1080),
+    '640×480': (640, 480),
+    '512×512 (square)': (512, 512),
+}
+BACKENDS = ('auto', 'torch', 'onnx', 'openvino', 'tensorrt')
+DTYPES = {'float32': 'float32 (exact)', 'float16': 'float16 (GPU, faster)', 'bfloat16': 'bfloat16'}
+VIDEO_FILE_ITEM = 'Video file as camera…'
+
+
+def available_devices() -> list[str]:
+    """cpu plus whatever accelerator this torch build can use (cheap checks, no model loaded)."""
+    devices = ['cpu']
+    try:
+        import torch
+        if torch.cuda.is_available():
+            devices.append('cuda')
+        if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available():
+            devices.append('mps')
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        pass
+    return devices
+
+
+@dataclass
+class SliderSpec:
+    """An int QSlider standing for a float: value = ticks * scale."""
+    minimum: int
+    maximum: int
+    scale: float
+    fmt: Callable[[float], str]
+
+
+def _slider(spec: SliderSpec) -> tuple[QSlider, QLabel, QWidget]:
+    slider = QSlider(Qt.Orientation.Horizontal)
+    slider.setRange(spec.minimum, spec.maximum)
+    label = QLabel(spec.fmt(slider.value() * spec.scale))
+    label.setMinimumWidth(44)
+    label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+    slider.valueChanged.connect(lambda v: label.setText(spec.fmt(v * spec.scale)))
+    box = QWidget()
+    row = QHBoxLayout(box)
+    row.setContentsMargins(0, 0, 0, 0)
+    row.addWidget(slider, 1)
+    row.addWidget(label)
+    return slider, label, box
+
+
+ZOOM = SliderSpec(50, 300, 0.01, lambda v: f'{v:.2f}×')
+OFFSET = SliderSpec(-50, 50, 0.01, lambda v: f'{v:+.2f}')
+FRACTION = SliderSpec(0, 100, 0.01, lambda v: f'{v * 100:.0f}%')
+
+
+class ControlsPanel(QWidget):
+    settings_changed = pyqtSignal(dict)         # EngineSettings field -> value
+    calibrate_clicked = pyqtSignal()
+    options_changed = pyqtSignal(dict)          # backend / device / dtype: applied by restarting the engine
+    camera_chosen = pyqtSignal(object)          # CameraInfo
+    video_file_requested = pyqtSignal()
+    refresh_cameras_requested = pyqtSignal()
+    view_changed = pyqtSignal(str, bool)        # 'show_keypoints' | 'show_crop_box'
+    vcam_start_requested = pyqtSignal(int, int, int)   # width, height, fps
+    vcam_stop_requested = pyqtSignal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._cameras: list[Any] = []
+        self._vcam_on = False
+        layout = QVBoxLayout(self)
+        layout.addWidget(self._calibration_group())
+        layout.addWidget(self._camera_group())
+        layout.addWidget(self._view_group())
+        layout.addWidget(self._motion_group())
+        layout.addWidget(self._performance_group())
+        layout.addWidget(self._vcam_group())
+        layout.addStretch(1)
+
+    # -- groups --------------------------------------------------------------------------------------
+    def _calibration_group(self) -> QGroupBox:
+        box = QGroupBox('Calibration')
+        v = QVBoxLayout(box)
+        self.guidance_label = QLabel(CALIBRATION_GUIDANCE)
+        self.guidance_label.setWordWrap(True)
+        self.calibration_state_label = QLabel('Not calibrated yet')
+        self.calibrate_button = QPushButton('Calibrate  (C)')
+        self.calibrate_button.setToolTip('The next camera frame becomes the reference pose (C or X)')
+        self.calibrate_button.clicked.connect(self.calibrate_clicked)
+        self.auto_calibrate_check = QCheckBox('Auto-calibrate (re-anchor when you match the avatar better)')
+        self.auto_calibrate_check.toggled.connect(lambda on: self._emit(auto_calibrate=on))
+        self.overlay_slider, _, overlay_row = _slider(FRACTION)
+        self.overlay_slider.setToolTip('Blend the avatar over your face in the camera view to match poses ([ / ])')
+        self.overlay_slider.valueChanged.connect(lambda t: self._emit(overlay_alpha=t * FRACTION.scale))
+        form = QFormLayout()
+        form.addRow('Avatar overlay', overlay_row)
+        v.addWidget(self.guidance_label)
+        v.addLayout(form)
+        v.addWidget(self.calibrate_button)
+        v.addWidget(self.calibration_state_label)
+        v.addWidget(self.auto_calibrate_check)
+        return box
+
+    def _camera_group(self) -> QGroupBox:
+        box = QGroupBox('Camera')
+        v = QVBoxLayout(box)
+        row = QHBoxLayout()
+        self.camera_combo = QComboBox()
+        self.camera_combo.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.camera_combo.activated.connect(self._on_camera_activated)
+        self.refresh_cameras_button = QPushButton('↻')
+        self.refresh_cameras_button.setToolTip('Look for cameras again')
+        self.refresh_cameras_button.setFixedWidth(30)
+        self.refresh_cameras_button.clicked.connect(self.refresh_cameras_requested)
+        row.addWidget(self.camera_combo, 1)
+        row.addWidget(self.refresh_cameras_button)
+        self.source_label = QLabel('')
+        self.source_label.setWordWrap(True)
+        v.addLayout(row)
+        v.addWidget(self.source_label)
+        return box
+
+    def _view_group(self) -> QGroupBox:
+        box = QGroupBox('View and crop')
+        form = QFormLayout(box)
+        self.passthrough_check = QCheckBox('Passthrough: send the camera, not the avatar (0)')
+        self.passthrough_check.toggled.connect(lambda on: self._emit(passthrough=on))
+        self.mirror_preview_check = QCheckBox('Mirror preview (R)')
+        self.mirror_preview_check.toggled.connect(lambda on: self._emit(mirror_preview=on))
+        self.mirror_output_check = QCheckBox('Mirror output (T)')
+        self.mirror_output_check.toggled.connect(lambda on: self._emit(mirror_output=on))
+        self.show_crop_box_check = QCheckBox('Show crop box')
+        self.show_crop_box_check.toggled.connect(lambda on: self.view_changed.emit('show_crop_box', on))
+        self.show_keypoints_check = QCheckBox('Show keypoints (O)')
+        self.show_keypoints_check.toggled.connect(lambda on: self.view_changed.emit('show_keypoints', on))
+        self.zoom_slider, _, zoom_row = _slider(ZOOM)
+        self.zoom_slider.setToolTip('Zoom the face crop (W / S)')
+        self.offset_x_slider, _, ox_row = _slider(OFFSET)
+        self.offset_y_slider, _, oy_row = _slider(OFFSET)
+        self.offset_x_slider.setToolTip('Move the crop sideways (H / K)')
+        self.offset_y_slider.setToolTip('Move the crop up or down (U / J)')
+        self.zoom_slider.valueChanged.connect(lambda t: self._emit(crop_zoom=t * ZOOM.scale))
+        self.offset_x_slider.valueChanged.connect(lambda _: self._emit_offset())
+        self.offset_y_slider.valueChanged.connect(lambda _: self._emit_offset())
+        for w in (self.passthrough_check, self.mirror_preview_check, self.mirror_output_check,
+                  self.show_crop_box_check, self.show_keypoints_check):
+            form.addRow(w)
+        form.addRow('Crop zoom', zoom_row)
+        form.addRow('Offset x', ox_row)
+        form.addRow('Offset y', oy_row)
+        return box
+
+    def _motion_group(self) -> QGroupBox:
+        box = QGroupBox('Motion')
+        form = QFormLayout(box)
+        self.relative_check = QCheckBox('Relative motion (move from the calibrated pose)')
+        self.relative_check.toggled.connect(lambda on: self._emit(relative=on))
+        self.adapt_scale_check = QCheckBox('Adapt movement scale to the avatar')
+        self.adapt_scale_check.toggled.connect(lambda on: self._emit(adapt_scale=on))
+        self.smoothing_slider, _, smooth_row = _slider(FRACTION)
+        self.smoothing_slider.setToolTip('Keypoint smoothing: more is steadier but lags more')
+        self.smoothing_slider.valueChanged.connect(lambda t: self._emit(kp_smoothing=t * FRACTION.scale))
+        form.addRow(self.relative_check)
+        form.addRow(self.adapt_scale_check)
+        form.addRow('Smoothing', smooth_row)
+        return box
+
+    def _performance_group(self) -> QGroupBox:
+        box = QGroupBox('Performance')
+        form = QFormLayout(box)
+        self.backend_combo = QComboBox()
+        for name in BACKENDS:
+            self.backend_combo.addItem(name, name)
+        self.device_combo = QComboBox()
+        for name in available_devices():
+            self.device_combo.addItem(name, name)
+        self.dtype_combo = QComboBox()
+        for name, label in DTYPES.items():
+            self.dtype_combo.addItem(label, name)
+        for combo in (self.backend_combo, self.device_combo, self.dtype_combo):
+            combo.activated.connect(lambda _: self.options_changed.emit(self.options()))
+        self.fps_cap_spin = QSpinBox()
+        self.fps_cap_spin.setRange(0, 120)
+        self.fps_cap_spin.setSpecialValueText('no cap')
+        self.fps_cap_spin.setSuffix(' fps')
+        self.fps_cap_spin.setToolTip('Limit the frame rate to leave CPU/GPU for the call app (0 = no cap)')
+        self.fps_cap_spin.valueChanged.connect(lambda v: self._emit(fps_cap=float(v) if v > 0 else None))
+        note = QLabel('Backend, device and precision apply by restarting the engine.')
+        note.setWordWrap(True)
+        form.addRow('Backend', self.backend_combo)
+        form.addRow('Device', self.device_combo)
+        form.addRow('Precision', self.dtype_combo)
+        form.addRow('FPS cap', self.fps_cap_spin)
+        form.addRow(note)
+        return box
+
+    def _vcam_group(self) -> QGroupBox:
+        box = QGroupBox('Virtual camera')
+        form = QFormLayout(box)
+        self.vcam_resolution_combo = QComboBox()
+        for label in VCAM_RESOLUTIONS:
+            self.vcam_resolution_combo.addItem(label, label)
+        self.vcam_fps_spin = QSpinBox()
+        self.vcam_fps_spin.setRange(5, 60)
+        self.vcam_fps_spin.setValue(30)
+        self.vcam_fps_spin.setSuffix(' fps')
+        self.vcam_button = QPushButton('Start virtual camera  (V)')
+        self.vcam_button.clicked.connect(self._on_vcam_button)
+        self.vcam_label = QLabel('off')
+        self.vcam_label.setWordWrap(True)
+        self.vcam_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        form.addRow('Resolution', self.vcam_resolution_combo)
+        form.addRow('Frame rate', self.vcam_fps_spin)
+        form.addRow(self.vcam_button)
+        form.addRow(self.vcam_label)
+        return box
+
+    # -- showing state (no signals emitted) ------------------------------------------------------------
+    def set_settings(self, s: Any) -> None:
+        """Show an ``EngineSettings``."""
+        widgets = [self.relative_check, self.adapt_scale_check, self.passthrough_check, self.mirror_preview_check,
+                   self.mirror_output_check, self.auto_calibrate_check, self.overlay_slider, self.zoom_slider,
+                   self.offset_x_slider, self.offset_y_slider, self.smoothing_slider, self.fps_cap_spin]
+        for w in widgets:
+            w.blockSignals(True)
+        try:
+            self.relative_check.setChecked(s.relative)
+            self.adapt_scale_check.setChecked(s.adapt_scale)
+            self.passthrough_check.setChecked(s.passthrough)
+            self.mirror_preview_check.setChecked(s.mirror_preview)
+            self.mirror_output_check.setChecked(s.mirror_output)
+            self.auto_calibrate_check.setChecked(s.auto_calibrate)
+            self.overlay_slider.setValue(round(s.overlay_alpha / FRACTION.scale))
+            self.zoom_slider.setValue(round(s.crop_zoom / ZOOM.scale))
+            self.offset_x_slider.setValue(round(s.crop_offset[0] / OFFSET.scale))
+            self.offset_y_slider.setValue(round(s.crop_offset[1] / OFFSET.scale))
+            self.smoothing_slider.setValue(round(s.kp_smoothing / FRACTION.scale))
+            self.fps_cap_spin.setValue(round(s.fps_cap or 0))
+        finally:
+            for w in widgets:
+                w.blockSignals(False)
+        # value labels follow valueChanged, which was blocked
+        for slider, spec in ((self.overlay_slider, FRACTION), (self.zoom_slider, ZOOM),
+                             (self.offset_x_slider, OFFSET), (self.offset_y_slider, OFFSET),
+                             (self.smoothing_slider, FRACTION)):
+            label = slider.parentWidget().findChild(QLabel)
+            if label is not None:
+                label.setText(spec.fmt(slider.value() * spec.scale))
+
+    def set_view(self, show_crop_box: bool, show_keypoints: bool) -> None:
+        for check, on in ((self.show_crop_box_check, show_crop_box), (self.show_keypoints_check, show_keypoints)):
+            check.blockSignals(True)
+            check.setChecked(on)
+            check.blockSignals(False)
+
+    def set_options(self, backend: str, device: str, dtype: str) -> None:
+        for combo, value in ((self.backend_combo, backend), (self.device_combo, device), (self.dtype_combo, dtype)):
+            i = combo.findData(value)
+            if i < 0:  # e.g. a remembered 'cuda' on a machine without one: show it, the engine will say why
+                combo.addItem(f'{value} (unavailable?)', value)
+                i = combo.count() - 1
+            combo.setCurrentIndex(i)
+
+    def options(self) -> dict[str, str]:
+        return {'backend': self.backend_combo.currentData(), 'device': self.device_combo.currentData(),
+                'dtype': self.dtype_combo.currentData()}
+
+    def set_cameras(self, cameras: Sequence[Any], current: Any = None, source_label: str = '') -> None:
+        """``cameras``: CameraInfo list; ``current``: the index of the camera in use, or None (a file)."""
+        self._cameras = list(cameras)
+        self.camera_combo.blockSignals(True)
+        self.camera_combo.clear()
+        for cam in self._cameras:
+            self.camera_combo.addItem(f'{cam.name}  ({cam.index})', cam.index)
+        if not self._cameras:
+            self.camera_combo.addItem('No camera found', None)
+        if current is None and source_label:
+            self.camera_combo.addItem(source_label, '__file__')
+        self.camera_combo.insertSeparator(self.camera_combo.count())
+        self.camera_combo.addItem(VIDEO_FILE_ITEM, '__choose_file__')
+        index = self.camera_combo.findData(current if current is not None else '__file__')
+        self.camera_combo.setCurrentIndex(max(index, 0))
+        self.camera_combo.blockSignals(False)
+        self.source_label.setText(source_label)
+        self.source_label.setVisible(bool(source_label))
+
+    def vcam_resolution(self) -> tuple[int, int]:
+        return VCAM_RESOLUTIONS[self.vcam_resolution_combo.currentData()]
+
+    def set_vcam(self, resolution_label: str, fps: int) -> None:
+        i = self.vcam_resolution_combo.findData(resolution_label)
+        if i >= 0:
+            self.vcam_resolution_combo.setCurrentIndex(i)
+        self.vcam_fps_spin.setValue(fps)
+
+    def vcam_resolution_label(self) -> str:
+        return self.vcam_resolution_combo.currentData()
+
+    def set_vcam_state(self, state: str, message: str) -> None:
+        self._vcam_on = state == 'on'
+        self.vcam_button.setText('Stop virtual camera  (V)' if self._vcam_on else 'Start virtual camera  (V)')
+        self.vcam_resolution_combo.setEnabled(not self._vcam_on)
+        self.vcam_fps_spin.setEnabled(not self._vcam_on)
+        colour = {'on': '#2e7d32', 'unavailable': '#c62828'}.get(state, '#555')
+        text = {'on': 'ON', 'off': 'off', 'unavailable': 'not available'}.get(state, state)
+        self.vcam_label.setText(f'<span style="color:{colour}"><b>{text}</b></span>'
+                                + (f' — {message}' if message else ''))
+
+    def set_calibration_state(self, text: str) -> None:
+        self.calibration_state_label.setText(text)
+
+    # -- internals -----------------------------------------------------------------------------------
+    def _emit(self, **changes: Any) -> None:
+        self.settings_changed.emit(changes)
+
+    def _emit_offset(self) -> None:
+        self._emit(crop_offset=(self.offset_x_slider.value() * OFFSET.scale,
+                                self.offset_y_slider.value() * OFFSET.scale))
+
+    def _on_camera_activated(self, index: int) -> None:
+        data = self.camera_combo.itemData(index)
+        if data == '__choose_file__':
+            self.video_file_requested.emit()
+        elif isinstance(data, int):
+            cam = next((c for c in self._cameras if c.index == data), None)
+            if cam is not None:
+                self.camera_chosen.emit(cam)
+
+    def _on_vcam_button(self) -> None:
+        if self._vcam_on:
+            self.vcam_stop_requested.emit()
+        else:
+            w, h = self.vcam_resolution()
+            self.vcam_start_requested.emit(w, h, self.vcam_fps_spin.value())

@@ -1,0 +1,83 @@
+"""Turn the command line and the remembered settings into a ready main window.
+
+Explicit command-line values win; anything not given comes from the last run (camera, avatar, backend,
+toggles), so a plain ``fomm-live`` starts the way the user left it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+from .avatar_library import AvatarLibrary, AvatarLibraryError
+from .settings_store import AppPrefs, SettingsStore
+
+log = logging.getLogger(__name__)
+
+
+def ensure_app() -> Any:
+    """The QApplication (created once) with the names QSettings and QStandardPaths use."""
+    import sys
+
+    from PyQt6.QtWidgets import QApplication
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setOrganizationName('fomm-live')
+    app.setApplicationName('fomm-live')
+    app.setApplicationDisplayName('fomm-live')
+    return app
+
+
+def resolve_source(arg_input: Any, prefs: AppPrefs, cameras: list[Any]) -> str | int:
+    """CLI input, else the remembered camera (found by name if its index changed) or file, else camera 0."""
+    if arg_input not in (None, ''):
+        return int(arg_input) if str(arg_input).isdigit() else arg_input
+    if prefs.source_name:
+        for cam in cameras:
+            if cam.name == prefs.source_name:
+                return cam.index
+    if prefs.source.isdigit():
+        return int(prefs.source)
+    if prefs.source and (Path(prefs.source).is_file() or '://' in prefs.source):
+        return prefs.source
+    return 0
+
+
+def create_window(args: Any, store: SettingsStore | None = None, library: AvatarLibrary | None = None,
+                  engine_factory: Any = None, camera_lister: Any = None) -> Any:
+    """A MainWindow for ``args`` (``.input``, ``.avatar``, ``.backend``, ``.device``, ``.dtype``, ``.config``,
+    ``.checkpoint``, all optional); the engine starts inside."""
+    from live.engine import EngineOptions, EngineSettings
+
+    from .main_window import MainWindow, _default_camera_lister
+
+    ensure_app()
+    store = store or SettingsStore(getattr(args, 'settings', None))
+    library = library or AvatarLibrary(getattr(args, 'avatar_dir', None))
+    prefs = store.load_prefs()
+    settings = store.load_engine_settings(EngineSettings())
+    lister = camera_lister or _default_camera_lister
+    try:
+        cameras = list(lister())
+    except Exception:  # noqa: BLE001 - the window reports cameras itself
+        cameras = []
+
+    for key in ('backend', 'device', 'dtype'):
+        value = getattr(args, key, None)
+        if value not in (None, ''):
+            setattr(prefs, key, value)
+    defaults = EngineOptions()
+    options = dataclasses.replace(
+        defaults, source=resolve_source(getattr(args, 'input', None), prefs, cameras),
+        backend=prefs.backend, device=prefs.device, dtype=prefs.dtype,
+        config=getattr(args, 'config', None) or defaults.config,
+        checkpoint=getattr(args, 'checkpoint', None) or defaults.checkpoint)
+
+    avatar = getattr(args, 'avatar', None)
+    if avatar:
+        try:
+            prefs.avatar = library.add(avatar).key   # shown in the gallery from now on (deduplicated)
+        except AvatarLibraryError as exc:
+            log.error('--avatar %s not used: %s', avatar, exc)
+    return MainWindow(options, settings, prefs, store, library, engine_factory=engine_factory,
+                      camera_lister=lister)

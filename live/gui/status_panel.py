@@ -1,0 +1,102 @@
+"""The strip under the videos: frame rate, per-stage latency, what runs where, camera and notices.
+
+``EngineStats`` is read by attribute with fallbacks so a stats field the engine adds or renames later
+shows as "—" instead of crashing the window.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from PyQt6.QtCore import Qt
+from PyQt6.QtWidgets import QGridLayout, QLabel, QWidget
+
+STAGES = ('capture', 'crop', 'model', 'output', 'total')
+
+
+def _stage_text(stats: Any) -> str:
+    """'capture 3 · crop 5 · model 80 · output 2 · total 95 ms (p95 120)'."""
+    mean: Mapping[str, float] = getattr(stats, 'stage_mean_ms', None) or getattr(stats, 'mean_ms', None) or {}
+    p95: Mapping[str, float] = getattr(stats, 'stage_p95_ms', None) or getattr(stats, 'p95_ms', None) or {}
+    stages = getattr(stats, 'stages', None)
+    if not mean and isinstance(stages, Mapping):  # {'model': {'mean': .., 'p95': ..}} or {'model': (mean, p95)}
+        for name, value in stages.items():
+            if isinstance(value, Mapping):
+                mean[name], p95[name] = value.get('mean', 0.0), value.get('p95', 0.0)
+            elif isinstance(value, (tuple, list)) and len(value) >= 2:
+                mean[name], p95[name] = value[0], value[1]
+    if not mean:
+        return '—'
+    parts = [f'{name} {mean[name]:.0f}' for name in STAGES if name in mean and name != 'total']
+    parts += [f'{name} {v:.0f}' for name, v in mean.items() if name not in STAGES]
+    text = ' · '.join(parts)
+    if 'total' in mean:
+        text += f"  =  total {mean['total']:.0f} ms" + (f" (p95 {p95['total']:.0f})" if 'total' in p95 else '')
+    else:
+        text += ' ms'
+    return text
+
+
+def camera_problem(stats: Any) -> str | None:
+    """A message when the camera is not delivering (not found, lost, file ended), else None."""
+    state = str(getattr(stats, 'camera_state', '') or getattr(stats, 'camera', '') or '')
+    message = str(getattr(stats, 'camera_message', '') or '')
+    if state in ('reconnecting', 'unavailable', 'error', 'failed', 'ended'):
+        return f'Camera {state}' + (f': {message}' if message else '')
+    return None
+
+
+class StatusPanel(QWidget):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.fps_label = QLabel('— fps')
+        self.latency_label = QLabel('latency —')
+        self.runtime_label = QLabel('engine not started')
+        self.camera_label = QLabel('camera —')
+        self.vcam_label = QLabel('virtual camera off')
+        self.notice_label = QLabel('')
+        self.notice_label.setWordWrap(True)
+        self.notice_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.notice_label.setStyleSheet('color: #b26a00')
+        bold = self.fps_label.font()
+        bold.setBold(True)
+        self.fps_label.setFont(bold)
+        grid = QGridLayout(self)
+        grid.setContentsMargins(4, 2, 4, 2)
+        grid.addWidget(self.fps_label, 0, 0)
+        grid.addWidget(self.latency_label, 0, 1)
+        grid.addWidget(self.runtime_label, 0, 2)
+        grid.addWidget(self.camera_label, 1, 0)
+        grid.addWidget(self.vcam_label, 1, 1, 1, 2)
+        grid.addWidget(self.notice_label, 2, 0, 1, 3)
+        grid.setColumnStretch(1, 1)
+
+    def show_stats(self, stats: Any) -> None:
+        fps = getattr(stats, 'fps', None)
+        self.fps_label.setText(f'{fps:.1f} fps' if isinstance(fps, (int, float)) else '— fps')
+        dropped = getattr(stats, 'dropped', None)
+        self.latency_label.setText(_stage_text(stats) + (f'   dropped {dropped}' if dropped else ''))
+        backend = getattr(stats, 'backend', '?')
+        device = getattr(stats, 'device', '?')
+        dtype = getattr(stats, 'dtype', '?')
+        self.runtime_label.setText(f'{backend} · {device} · {dtype}')
+        self.runtime_label.setToolTip(str(getattr(stats, 'backend_reason', '') or ''))
+        state = getattr(stats, 'camera_state', None) or getattr(stats, 'camera', None) or '?'
+        message = getattr(stats, 'camera_message', '') or ''
+        self.camera_label.setText(f'camera {state}' + (f' ({message})' if message and len(message) < 60 else ''))
+        self.camera_label.setToolTip(str(message))
+
+    def show_engine_error(self, message: str) -> None:
+        self.fps_label.setText('— fps')
+        self.runtime_label.setText('engine stopped')
+        self.show_notice(message)
+
+    def show_vcam(self, state: str, message: str) -> None:
+        text = {'on': 'virtual camera ON', 'off': 'virtual camera off',
+                'unavailable': 'virtual camera not available'}.get(state, f'virtual camera {state}')
+        self.vcam_label.setText(text + (f' — {message}' if message else ''))
+        self.vcam_label.setToolTip(message)
+
+    def show_notice(self, text: str) -> None:
+        self.notice_label.setText(text)
+        self.notice_label.setToolTip(text)
