@@ -1,0 +1,110 @@
+"""Avatar images: load anything (file or array, any size, RGB/RGBA/grey), crop the face like the driving
+video, resize to the model size. The model-side preparation (keypoints, encoder features) is the backend's."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .cv2_compat import cv2
+
+log = logging.getLogger(__name__)
+
+
+class AvatarError(ValueError):
+    """An avatar image that cannot be used; the message says why."""
+
+
+@dataclass
+class AvatarInfo:
+    image: np.ndarray                          # model-size RGB, what the model animates
+    face_found: bool
+    warning: str | None = None
+    crop_box: tuple[int, int, int, int] | None = None   # in the original image (None: full image)
+    name: str = ''
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """Grey, grey+alpha, RGB or RGBA (uint8, or float in [0, 1]) -> HxWx3 uint8 RGB (alpha over white)."""
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        if np.issubdtype(arr.dtype, np.floating):
+            arr = (np.clip(arr, 0, 1) * 255 + 0.5).astype(np.uint8)
+        else:
+            raise AvatarError(f'unsupported image dtype {arr.dtype}: give uint8 or float in [0, 1]')
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
+        raise AvatarError(f'expected an image (HxW, HxWx1/2/3/4), got shape {arr.shape}')
+    if arr.shape[2] in (2, 4):
+        alpha = arr[:, :, -1:].astype(np.float32) / 255.0
+        colour = arr[:, :, :-1].astype(np.float32)
+        arr = (colour * alpha + 255.0 * (1 - alpha) + 0.5).astype(np.uint8)
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    return np.ascontiguousarray(arr)
+
+
+def _square_pad(image: np.ndarray) -> np.ndarray:
+    """Pad to a square with the border colour so the whole image survives the resize undistorted."""
+    h, w = image.shape[:2]
+    if h == w:
+        return image
+    d = abs(h - w)
+    a, b = d // 2, d - d // 2
+    pads = (a, b, 0, 0) if h < w else (0, 0, a, b)
+    return cv2.copyMakeBorder(image, *pads, borderType=cv2.BORDER_REPLICATE)
+
+
+def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    h, w = size
+    interp = cv2.INTER_AREA if image.shape[0] > h else cv2.INTER_CUBIC
+    return cv2.resize(image, (w, h), interpolation=interp)
+
+
+def load_avatar(image: np.ndarray | str | Path, size: tuple[int, int], detector=None,
+                keep_full_image: bool = False, scale: float = 2.0, shift_down: float = 0.1) -> AvatarInfo:
+    """An avatar at the model size, cropped around its face (framed like the training crops).
+
+    No face found (or no detector): the centre square is used and ``warning`` says so;
+    ``keep_full_image`` skips the face crop and pads the whole image to a square instead.
+    """
+    name = ''
+    if isinstance(image, (str, Path)):
+        from fomm_model.video_io import read_image
+        path = Path(image).expanduser()
+        if not path.is_file():
+            raise AvatarError(f'avatar image not found: {path}')
+        try:
+            image = read_image(path)
+        except Exception as exc:  # noqa: BLE001 - reported with the fix
+            raise AvatarError(f'cannot read avatar {path}: {exc}') from exc
+        name = path.name
+    rgb = to_rgb(image)
+    h, w = rgb.shape[:2]
+    if min(h, w) < 16:
+        raise AvatarError(f'avatar image is too small ({w}x{h})')
+    if keep_full_image:
+        return AvatarInfo(_resize(_square_pad(rgb), size), face_found=False, warning=None, name=name)
+    faces = []
+    if detector is not None:
+        from fomm_model.face_detection import square_box
+        longest = max(h, w)
+        factor = longest / 640 if longest > 640 else 1.0
+        small = cv2.resize(rgb, (round(w / factor), round(h / factor)), interpolation=cv2.INTER_AREA) \
+            if factor != 1.0 else rgb
+        faces = [f.scaled(factor) for f in detector.detect(small)]
+    if faces:
+        x0, y0, side = square_box(faces[0], rgb.shape, scale=scale, shift_down=shift_down)
+        crop = rgb[y0:y0 + side, x0:x0 + side]
+        return AvatarInfo(_resize(crop, size), True, None, (x0, y0, x0 + side, y0 + side), name)
+    why = 'no face found in the avatar' if detector is not None else 'face detector unavailable'
+    warning = (f'{why}: using the centre square of the image (animation needs a clearly visible, roughly '
+               f'frontal face; use keep_full_image to keep the whole picture)')
+    log.warning('%s%s', f'{name}: ' if name else '', warning)
+    side = min(h, w)
+    x0, y0 = (w - side) // 2, (h - side) // 2
+    return AvatarInfo(_resize(rgb[y0:y0 + side, x0:x0 + side], size), False, warning,
+                      (x0, y0, x0 + side, y0 + side), name)

@@ -1,0 +1,129 @@
+"""Face crop for the driving video: detect, frame like the training crops, smooth, hold when lost.
+
+The crop is a square around the face (``fomm_model.face_detection.square_box`` framing: side = 2 x face width,
+centre shifted down), smoothed with One-Euro filters on centre and size so a still face gives a still crop
+while movement is followed. At calibration the size is locked (the model's keypoints are relative to the crop,
+so a changing crop size would read as the face growing or shrinking).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from .cv2_compat import cv2
+from .one_euro import OneEuroFilter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CropResult:
+    box: tuple[int, int, int, int]   # x0, y0, x1, y1 in frame pixels (x1, y1 exclusive)
+    face_found: bool                 # a face was seen in this frame (or at the last detection, between runs)
+    crop: np.ndarray                 # model-size RGB
+
+
+class FaceCropper:
+    """Square face crop at the model size.
+
+    ``detector`` is a ``FaceDetector`` (anything with ``detect(rgb) -> list[FaceBox]``) or None for a fixed
+    centre crop (the caller must announce that fallback). Detection runs every ``detect_every`` frames on a
+    copy downscaled to at most ``detect_max_side`` pixels.
+    """
+
+    def __init__(self, size: tuple[int, int], detector=None, *, detect_every: int = 1, detect_max_side: int = 320,
+                 scale: float = 2.0, shift_down: float = 0.1, min_cutoff: float = 0.5, beta: float = 4.0):
+        if detect_every < 1:
+            raise ValueError('detect_every must be >= 1')
+        self.size = (int(size[0]), int(size[1]))
+        self.detector = detector
+        self.detect_every = detect_every
+        self.detect_max_side = detect_max_side
+        self.scale = scale
+        self.shift_down = shift_down
+        # centre and size in units of the frame's shorter side, so the tuning does not depend on resolution
+        self._filter = OneEuroFilter(min_cutoff=min_cutoff, beta=beta, d_cutoff=1.0)
+        self._locked_side: float | None = None
+        self._last: np.ndarray | None = None   # filtered (cx, cy, side), normalised
+        self._count = 0
+        self._last_found = False
+        self.detect_ms = 0.0
+
+    def reset(self) -> None:
+        self._filter.reset()
+        self._last = None
+        self._locked_side = None
+        self._count = 0
+
+    def lock_scale(self) -> None:
+        """Freeze the crop size at its current value (called at calibration)."""
+        if self._last is not None:
+            self._locked_side = float(self._last[2])
+
+    def unlock_scale(self) -> None:
+        self._locked_side = None
+
+    @property
+    def scale_locked(self) -> bool:
+        return self._locked_side is not None
+
+    def _detect(self, frame: np.ndarray) -> np.ndarray | None:
+        h, w = frame.shape[:2]
+        factor = 1.0
+        image = frame
+        longest = max(h, w)
+        if self.detect_max_side and longest > self.detect_max_side:
+            factor = longest / self.detect_max_side
+            image = cv2.resize(frame, (round(w / factor), round(h / factor)), interpolation=cv2.INTER_AREA)
+        faces = self.detector.detect(image)
+        if not faces:
+            return None
+        f = faces[0]
+        short = float(min(h, w))
+        cx = (f.x0 + f.x1) / 2.0 * factor
+        cy = ((f.y0 + f.y1) / 2.0 + self.shift_down * (f.y1 - f.y0)) * factor
+        side = max(f.x1 - f.x0, 1.0) * self.scale * factor
+        return np.array([cx / short, cy / short, side / short])
+
+    def box_for(self, state: np.ndarray, frame_shape: tuple[int, ...], zoom: float = 1.0,
+                offset: tuple[float, float] = (0.0, 0.0)) -> tuple[int, int, int, int]:
+        """Pixel box for a normalised (cx, cy, side) state with manual zoom/offset (fractions of the side),
+        shifted (not shrunk) to stay inside the frame."""
+        h, w = int(frame_shape[0]), int(frame_shape[1])
+        short = float(min(h, w))
+        side_n = self._locked_side if self._locked_side is not None else float(state[2])
+        side = side_n * short / max(zoom, 1e-3)
+        cx = state[0] * short + offset[0] * side
+        cy = state[1] * short + offset[1] * side
+        side_px = int(round(min(max(side, 8.0), h, w)))
+        x0 = int(round(cx - side_px / 2.0))
+        y0 = int(round(cy - side_px / 2.0))
+        x0 = min(max(x0, 0), w - side_px)
+        y0 = min(max(y0, 0), h - side_px)
+        return x0, y0, x0 + side_px, y0 + side_px
+
+    def process(self, frame: np.ndarray, t: float, zoom: float = 1.0,
+                offset: tuple[float, float] = (0.0, 0.0)) -> CropResult:
+        h, w = frame.shape[:2]
+        found = self._last_found
+        if self.detector is not None and (self._count % self.detect_every == 0 or not self._last_found):
+            measured = self._detect(frame)
+            found = measured is not None
+            if found:
+                self._last = self._filter(measured, t)
+        elif self.detector is None:
+            found = False
+        self._count += 1
+        self._last_found = found
+        if self._last is None:  # nothing seen yet: centred square of the whole frame
+            short = float(min(h, w))
+            state = np.array([w / 2.0 / short, h / 2.0 / short, 1.0])
+        else:
+            state = self._last
+        box = self.box_for(state, frame.shape, zoom, offset)
+        x0, y0, x1, y1 = box
+        crop = cv2.resize(frame[y0:y1, x0:x1], (self.size[1], self.size[0]),
+                          interpolation=cv2.INTER_AREA if x1 - x0 > self.size[1] else cv2.INTER_LINEAR)
+        return CropResult(box, found, crop)
