@@ -23,7 +23,16 @@ VCAM_RESOLUTIONS: dict[str, tuple[int, int]] = {
     '640×480': (640, 480),
     '512×512 (square)': (512, 512),
 }
-BACKENDS = ('auto', 'torch', 'onnx', 'openvino', 'tensorrt')
+BACKEND_HELP = {'auto': 'auto (measure, keep the fastest)', 'torch': 'torch', 'compile': 'torch.compile',
+                'onnx': 'onnxruntime', 'tensorrt': 'TensorRT (NVIDIA)'}
+
+
+def backend_names() -> tuple[str, ...]:
+    try:
+        from live.backends import BACKEND_NAMES
+        return tuple(BACKEND_NAMES)
+    except ImportError:  # pragma: no cover - the engine package is part of this repository
+        return tuple(BACKEND_HELP)
 DTYPES = {'float32': 'float32 (exact)', 'float16': 'float16 (GPU, faster)', 'bfloat16': 'bfloat16'}
 VIDEO_FILE_ITEM = 'Video file as camera…'
 
@@ -132,10 +141,7 @@ class ControlsPanel(QWidget):
         self.refresh_cameras_button.clicked.connect(self.refresh_cameras_requested)
         row.addWidget(self.camera_combo, 1)
         row.addWidget(self.refresh_cameras_button)
-        self.source_label = QLabel('')
-        self.source_label.setWordWrap(True)
         v.addLayout(row)
-        v.addWidget(self.source_label)
         return box
 
     def _view_group(self) -> QGroupBox:
@@ -187,8 +193,8 @@ class ControlsPanel(QWidget):
         box = QGroupBox('Performance')
         form = QFormLayout(box)
         self.backend_combo = QComboBox()
-        for name in BACKENDS:
-            self.backend_combo.addItem(name, name)
+        for name in backend_names():
+            self.backend_combo.addItem(BACKEND_HELP.get(name, name), name)
         self.device_combo = QComboBox()
         for name in available_devices():
             self.device_combo.addItem(name, name)
@@ -299,8 +305,7 @@ class ControlsPanel(QWidget):
         index = self.camera_combo.findData(current if current is not None else '__file__')
         self.camera_combo.setCurrentIndex(max(index, 0))
         self.camera_combo.blockSignals(False)
-        self.source_label.setText(source_label)
-        self.source_label.setVisible(bool(source_label))
+        self.camera_combo.setToolTip(source_label or self.camera_combo.currentText())
 
     def vcam_resolution(self) -> tuple[int, int]:
         return VCAM_RESOLUTIONS[self.vcam_resolution_combo.currentData()]

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PyQt6.QtCore import QStandardPaths, Qt, QTimer
+from PyQt6.QtCore import QStandardPaths, Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence, QShortcut
 from PyQt6.QtWidgets import (QFileDialog, QFrame, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QPushButton,
                              QScrollArea, QSplitter, QVBoxLayout, QWidget)
@@ -78,6 +78,8 @@ class Banner(QFrame):
 
 
 class MainWindow(QMainWindow):
+    _engine_prepared = pyqtSignal(object)   # (engine, entry, AvatarInfo | None, error | None) from the start thread
+
     def __init__(self, options: Any, settings: Any, prefs: AppPrefs, store: SettingsStore,
                  library: AvatarLibrary, *, engine_factory: EngineFactory | None = None,
                  camera_lister: Callable[[], list[Any]] | None = None, stats_interval_ms: int = STATS_INTERVAL_MS):
@@ -94,12 +96,17 @@ class MainWindow(QMainWindow):
         self._engine_factory = engine_factory or _default_engine_factory
         self._camera_lister = camera_lister or _default_camera_lister
         self._bridge: FrameBridge | None = None
-        self._avatar_image: np.ndarray | None = None
         self._calibrate_pending = False
         self._seen_notices: set[str] = set()
         self._cameras: list[Any] = []
         self.last_result: Any = None
-        self.current_avatar_key: str | None = None
+        self.current_avatar_key: str | None = None   # the avatar the engine animates
+        self.avatar_info: Any = None                   # its AvatarInfo (face crop, warnings)
+        self.engine_ready = False
+        self._cancel_start: threading.Event | None = None
+        self._start_thread: threading.Thread | None = None
+        self._vcam_after_start: tuple[int, int, int] | None = None
+        self._engine_prepared.connect(self._on_engine_prepared, Qt.ConnectionType.QueuedConnection)
         self.frames_received = 0
 
         self.setWindowTitle('fomm-live')
@@ -231,48 +238,92 @@ class MainWindow(QMainWindow):
 
     # == engine lifecycle ===============================================================================
     def start_engine(self) -> bool:
-        """Build and start the engine with ``self.options``; on failure the window stays usable and says why."""
+        """Build the engine with ``self.options`` and prepare it off the GUI thread (loading the model and
+        checking the backend take seconds); on failure the window stays usable and says why."""
         self.engine_error = None
         try:
             engine = self._engine_factory(self.options, self.settings)
         except Exception as exc:  # noqa: BLE001 - any start failure must reach the user, not kill the window
             log.exception('engine failed to start')
-            self.engine = None
-            self.engine_error = f'The engine could not start: {exc}'
-            self.banner.show_message(self.engine_error, 'Retry', self.start_engine)
-            self.status_panel.show_engine_error(self.engine_error)
+            self._engine_failed(f'The engine could not start: {exc}')
             return False
         self.engine = engine
         bridge = FrameBridge(self)
         bridge.frame_ready.connect(self._on_frame)
         engine.add_listener(bridge.push)
         self._bridge = bridge
+        self.engine_ready = False
+        self._cancel_start = cancel = threading.Event()
         entry = self.gallery.current_entry()
-        if entry is not None:
-            self._apply_avatar(entry)
-        try:
-            engine.start()
-        except Exception as exc:  # noqa: BLE001
-            log.exception('engine failed to start')
-            self.engine_error = f'The engine could not start: {exc}'
-            self.banner.show_message(self.engine_error, 'Retry', self.restart_engine)
-            return False
-        self.banner.hide()
-        self.refresh_status()
+        self.avatar_view.clear()
+        self.avatar_view.set_placeholder('Loading the model and checking the backend…')
+        self.status_panel.runtime_label.setText('loading the model…')
+        self._start_thread = threading.Thread(target=self._prepare_engine, args=(engine, entry, cancel),
+                                              name='fomm-gui-start', daemon=True)
+        self._start_thread.start()
         return True
 
+    def _prepare_engine(self, engine: Any, entry: AvatarEntry | None, cancel: threading.Event) -> None:
+        """Worker thread: the slow part of start-up; the result goes back through a queued signal."""
+        info, error = None, None
+        try:
+            if entry is not None:
+                info = engine.set_avatar(entry.source())
+            if not cancel.is_set():
+                engine.start()
+        except Exception as exc:  # noqa: BLE001 - reported in the window
+            log.exception('engine failed to start')
+            error = f'The engine could not start: {exc}'
+        if cancel.is_set():  # the window moved on (restart, close) while this engine was loading
+            engine.stop()
+            return
+        try:
+            self._engine_prepared.emit((engine, entry, info, error))
+        except RuntimeError:  # the window is gone
+            engine.stop()
+
+    def _on_engine_prepared(self, payload: tuple) -> None:
+        engine, entry, info, error = payload
+        if engine is not self.engine:
+            engine.stop()
+            return
+        if error is not None:
+            self.stop_engine()
+            self._engine_failed(error)
+            return
+        self.engine_ready = True
+        self.banner.hide()
+        self.avatar_view.set_placeholder('Waiting for the first animated frame…')
+        current = self.gallery.current_entry()
+        if entry is not None and info is not None:
+            self._show_avatar_info(entry, info)
+        if current is not None and current != entry:
+            self._apply_avatar(current)   # picked while the model was loading
+        if self._vcam_after_start is not None:
+            self.start_virtual_camera(*self._vcam_after_start)
+            self._vcam_after_start = None
+        self.refresh_status()
+
+    def _engine_failed(self, message: str) -> None:
+        self.engine = None
+        self.engine_ready = False
+        self.engine_error = message
+        self.banner.show_message(message, 'Retry', self.start_engine)
+        self.status_panel.show_engine_error(message)
+        self.avatar_view.set_placeholder(message)
+
     def stop_engine(self) -> None:
+        if self._cancel_start is not None:
+            self._cancel_start.set()
         if self._bridge is not None:
             self._bridge.close()
             self._bridge.deleteLater()
             self._bridge = None
+        self.engine_ready = False
         if self.engine is not None:
             engine, self.engine = self.engine, None
             self.settings = engine.settings
-            try:
-                engine.stop_virtual_camera()
-            finally:
-                engine.stop()
+            engine.stop()   # also stops its virtual camera
 
     def restart_engine(self, **option_changes: Any) -> bool:
         """New backend / device / precision: the engine is rebuilt; the virtual camera comes back if it was on."""
@@ -284,11 +335,10 @@ class MainWindow(QMainWindow):
         for key in ('backend', 'device', 'dtype'):
             setattr(self.prefs, key, getattr(self.options, key))
         self.status_panel.show_notice(f'Restarting the engine: {self.options.backend} on {self.options.device} '
-                                      f'({self.options.dtype})…')
-        ok = self.start_engine()
-        if ok and vcam_was_on:
-            self.start_virtual_camera(*self.controls.vcam_resolution(), self.controls.vcam_fps_spin.value())
-        return ok
+                                      f'({self.options.dtype})…', warning=False)
+        if vcam_was_on:
+            self._vcam_after_start = (*self.controls.vcam_resolution(), self.controls.vcam_fps_spin.value())
+        return self.start_engine()
 
     # == frames and status =================================================================================
     def _on_frame(self, result: Any) -> None:
@@ -296,6 +346,8 @@ class MainWindow(QMainWindow):
         self.last_result = result
         box = result.crop_box if result.face_found or result.crop_box is not None else None
         self.camera_view.set_frame(result.camera, box, result.keypoints)
+        # the engine blends the avatar into the driving crop (mirrored like the preview): show it in the box
+        self.camera_view.set_overlay(result.driving if self.settings.overlay_alpha > 0 else None, 1.0)
         self.avatar_view.set_frame(result.output)
         if self._calibrate_pending and result.calibrated:
             self._calibrate_pending = False
@@ -337,8 +389,6 @@ class MainWindow(QMainWindow):
             self.settings = self.engine.settings
         else:
             self.settings = dataclasses.replace(self.settings, **changes)
-        if 'overlay_alpha' in changes:
-            self._update_overlay()
         self.controls.set_settings(self.settings)  # shows what the engine accepted (it may clamp)
 
     def nudge_setting(self, name: str, step: float, low: float, high: float) -> None:
@@ -356,8 +406,8 @@ class MainWindow(QMainWindow):
         self.camera_view.update()
 
     def calibrate(self) -> None:
-        if self.engine is None:
-            self.status_panel.show_notice('Nothing to calibrate: the engine is not running.')
+        if self.engine is None or not self.engine_ready:
+            self.status_panel.show_notice('Not calibrated: the engine is not running yet.')
             return
         self.engine.calibrate()
         self._calibrate_pending = True
@@ -380,17 +430,20 @@ class MainWindow(QMainWindow):
         return self._apply_avatar(entry)
 
     def _apply_avatar(self, entry: AvatarEntry) -> bool:
-        if self.engine is None:
-            return False
+        if self.engine is None or not self.engine_ready:
+            return False   # remembered in the gallery; applied once the engine is ready
         try:
             info = self.engine.set_avatar(entry.source())
         except Exception as exc:  # noqa: BLE001 - unreadable file, model error: say so, keep the old avatar
             QMessageBox.warning(self, 'Avatar not usable', f'"{entry.name}" cannot be used as an avatar:\n{exc}')
             return False
+        self._show_avatar_info(entry, info)
+        return True
+
+    def _show_avatar_info(self, entry: AvatarEntry, info: Any) -> None:
         self.current_avatar_key = entry.key
-        self._avatar_image = info.image
+        self.avatar_info = info
         self.gallery.set_face_image(entry.key, info.image)
-        self._update_overlay()
         if not info.face_found:
             self.status_panel.show_notice(
                 f'No face found in "{entry.name}": the centre of the image is used. For best results pick a '
@@ -399,8 +452,7 @@ class MainWindow(QMainWindow):
         elif info.warning:
             self.status_panel.show_notice(f'{entry.name}: {info.warning}')
         else:
-            self.status_panel.show_notice(f'Avatar: {entry.name}')
-        return True
+            self.status_panel.show_notice(f'Avatar: {entry.name}', warning=False)
 
     def pick_avatar_number(self, number: int) -> None:
         entry = self.gallery.entry(number - 1)
@@ -451,9 +503,6 @@ class MainWindow(QMainWindow):
         if current is not None:
             self.use_avatar(current)
 
-    def _update_overlay(self) -> None:
-        self.camera_view.set_overlay(self._avatar_image, self.settings.overlay_alpha)
-
     # == camera ========================================================================================
     def refresh_cameras(self) -> None:
         try:
@@ -498,10 +547,18 @@ class MainWindow(QMainWindow):
 
     # == virtual camera ================================================================================
     def start_virtual_camera(self, width: int, height: int, fps: int) -> None:
+        source = self.options.source   # the source in use, also when it came from the command line
+        self.prefs.source = str(source)
+        if str(source).isdigit():
+            cam = next((c for c in self._cameras if c.index == int(source)), None)
+            self.prefs.source_name = cam.name if cam is not None else self.prefs.source_name
+        else:
+            self.prefs.source_name = ''
         self.prefs.vcam_resolution = self.controls.vcam_resolution_label()
         self.prefs.vcam_fps = fps
-        if self.engine is None:
-            self.controls.set_vcam_state('off', 'the engine is not running')
+        if self.engine is None or not self.engine_ready:
+            self._vcam_after_start = (width, height, fps)
+            self.controls.set_vcam_state('off', 'starts when the engine is ready')
             return
         status = self.engine.start_virtual_camera(width=width, height=height, fps=fps)
         self.controls.set_vcam_state(status.state, status.message)
@@ -534,6 +591,15 @@ class MainWindow(QMainWindow):
         """Everything remembered between runs; also called on close."""
         if self.engine is not None:
             self.settings = self.engine.settings
+        source = self.options.source   # the source in use, also when it came from the command line
+        self.prefs.source = str(source)
+        if str(source).isdigit():
+            cam = next((c for c in self._cameras if c.index == int(source)), None)
+            self.prefs.source_name = cam.name if cam is not None else self.prefs.source_name
+        else:
+            self.prefs.source_name = ''
+        self.prefs.vcam_resolution = self.controls.vcam_resolution_label()
+        self.prefs.vcam_fps = self.controls.vcam_fps_spin.value()
         self.store.save_engine_settings(self.settings)
         self.store.save_prefs(self.prefs)
         self.store.save_geometry(self.saveGeometry(), self.saveState())
@@ -555,4 +621,7 @@ class MainWindow(QMainWindow):
             self.save_state()
         finally:
             self.stop_engine()
+            # a model still loading is cancelled; wait for it so the process never exits inside torch/mediapipe
+            if self._start_thread is not None:
+                self._start_thread.join(30)
         super().closeEvent(event)

@@ -1,11 +1,10 @@
 """The strip under the videos: frame rate, per-stage latency, what runs where, camera and notices.
 
-``EngineStats`` is read by attribute with fallbacks so a stats field the engine adds or renames later
-shows as "—" instead of crashing the window.
+``EngineStats`` is read with ``getattr`` defaults so a field the engine renames later shows as "—"
+instead of crashing the window.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from PyQt6.QtCore import Qt
@@ -15,31 +14,24 @@ STAGES = ('capture', 'crop', 'model', 'output', 'total')
 
 
 def _stage_text(stats: Any) -> str:
-    """'capture 3 · crop 5 · model 80 · output 2 · total 95 ms (p95 120)'."""
-    mean: Mapping[str, float] = getattr(stats, 'stage_mean_ms', None) or getattr(stats, 'mean_ms', None) or {}
-    p95: Mapping[str, float] = getattr(stats, 'stage_p95_ms', None) or getattr(stats, 'p95_ms', None) or {}
-    stages = getattr(stats, 'stages', None)
-    if not mean and isinstance(stages, Mapping):  # {'model': {'mean': .., 'p95': ..}} or {'model': (mean, p95)}
-        for name, value in stages.items():
-            if isinstance(value, Mapping):
-                mean[name], p95[name] = value.get('mean', 0.0), value.get('p95', 0.0)
-            elif isinstance(value, (tuple, list)) and len(value) >= 2:
-                mean[name], p95[name] = value[0], value[1]
-    if not mean:
-        return '—'
+    """'capture 3 · crop 5 · model 80 · output 2  =  total 95 ms (p95 120)' from ``stats.stages``
+    (name -> object with ``mean_ms``/``p95_ms``)."""
+    stages = getattr(stats, 'stages', None) or {}
+    mean = {k: float(getattr(v, 'mean_ms', 0.0)) for k, v in stages.items()}
+    p95 = {k: float(getattr(v, 'p95_ms', 0.0)) for k, v in stages.items()}
+    if not mean or not any(mean.values()):
+        return 'latency —'
     parts = [f'{name} {mean[name]:.0f}' for name in STAGES if name in mean and name != 'total']
     parts += [f'{name} {v:.0f}' for name, v in mean.items() if name not in STAGES]
     text = ' · '.join(parts)
     if 'total' in mean:
-        text += f"  =  total {mean['total']:.0f} ms" + (f" (p95 {p95['total']:.0f})" if 'total' in p95 else '')
-    else:
-        text += ' ms'
-    return text
+        return text + f"  =  total {mean['total']:.0f} ms (p95 {p95['total']:.0f})"
+    return text + ' ms'
 
 
 def camera_problem(stats: Any) -> str | None:
     """A message when the camera is not delivering (not found, lost, file ended), else None."""
-    state = str(getattr(stats, 'camera_state', '') or getattr(stats, 'camera', '') or '')
+    state = str(getattr(stats, 'camera_state', '') or '')
     message = str(getattr(stats, 'camera_message', '') or '')
     if state in ('reconnecting', 'unavailable', 'error', 'failed', 'ended'):
         return f'Camera {state}' + (f': {message}' if message else '')
@@ -57,7 +49,6 @@ class StatusPanel(QWidget):
         self.notice_label = QLabel('')
         self.notice_label.setWordWrap(True)
         self.notice_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.notice_label.setStyleSheet('color: #b26a00')
         bold = self.fps_label.font()
         bold.setBold(True)
         self.fps_label.setFont(bold)
@@ -73,15 +64,14 @@ class StatusPanel(QWidget):
 
     def show_stats(self, stats: Any) -> None:
         fps = getattr(stats, 'fps', None)
-        self.fps_label.setText(f'{fps:.1f} fps' if isinstance(fps, (int, float)) else '— fps')
+        shown = isinstance(fps, (int, float)) and getattr(stats, 'frames_out', 1) > 0
+        self.fps_label.setText(f'{fps:.1f} fps' if shown else '— fps')
         dropped = getattr(stats, 'dropped', None)
         self.latency_label.setText(_stage_text(stats) + (f'   dropped {dropped}' if dropped else ''))
-        backend = getattr(stats, 'backend', '?')
-        device = getattr(stats, 'device', '?')
-        dtype = getattr(stats, 'dtype', '?')
-        self.runtime_label.setText(f'{backend} · {device} · {dtype}')
+        backend = getattr(stats, 'backend', '') or ''
+        self.runtime_label.setText(backend or 'loading the model…')
         self.runtime_label.setToolTip(str(getattr(stats, 'backend_reason', '') or ''))
-        state = getattr(stats, 'camera_state', None) or getattr(stats, 'camera', None) or '?'
+        state = getattr(stats, 'camera_state', None) or '?'
         message = getattr(stats, 'camera_message', '') or ''
         self.camera_label.setText(f'camera {state}' + (f' ({message})' if message and len(message) < 60 else ''))
         self.camera_label.setToolTip(str(message))
@@ -97,6 +87,8 @@ class StatusPanel(QWidget):
         self.vcam_label.setText(text + (f' — {message}' if message else ''))
         self.vcam_label.setToolTip(message)
 
-    def show_notice(self, text: str) -> None:
+    def show_notice(self, text: str, warning: bool = True) -> None:
+        """Warnings (something to fix) in amber, plain information in the normal colour."""
+        self.notice_label.setStyleSheet('color: #b26a00' if warning else '')
         self.notice_label.setText(text)
         self.notice_label.setToolTip(text)

@@ -1,0 +1,291 @@
+"""The desktop app end to end: the real engine on a face clip as the camera, a small random-weight model."""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+os.environ.setdefault('QT_QPA_PLATFORM', 'offscreen')
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+pytest.importorskip('PyQt6.QtWidgets')
+pytest.importorskip('pytestqt')
+pytest.importorskip('skimage')
+
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from PyQt6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl  # noqa: E402
+from PyQt6.QtGui import QDropEvent  # noqa: E402
+
+import live.cv2_compat  # noqa: E402,F401 - cv2 before Qt widgets, the way run_gui does it
+from live.gui.avatar_library import AvatarLibrary  # noqa: E402
+from live.gui.launch import create_window  # noqa: E402
+from live.gui.settings_store import SettingsStore  # noqa: E402
+
+FRAME_TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory) -> Path:
+    import fomm_model
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp('model') / 'face-128-random.pth.tar'
+    fomm_model.save_checkpoint(path, fomm_model.build_models('face-128', with_discriminator=False),
+                               include_discriminator=False)
+    return path
+
+
+@pytest.fixture(scope='module')
+def clip(shared_dir) -> Path:
+    clips = sorted((shared_dir / 'data' / 'faces' / 'test').glob('*.mp4'))
+    if not clips:
+        pytest.fail(f'no face clips in {shared_dir}/data/faces/test')
+    return clips[0]
+
+
+@pytest.fixture
+def make_window(qtbot, tmp_path, checkpoint, clip):
+    """Opens windows on the clip with a temporary settings file and avatar folder; closes them afterwards."""
+    windows = []
+
+    def make(input=str(clip), settings='settings.ini', **args):
+        ns = SimpleNamespace(input=input, avatar=None, backend='torch', device='cpu', dtype='float32',
+                             config='face-128', checkpoint=str(checkpoint))
+        for k, v in args.items():
+            setattr(ns, k, v)
+        window = create_window(ns, store=SettingsStore(tmp_path / settings),
+                               library=AvatarLibrary(tmp_path / 'avatars'), camera_lister=lambda: [])
+        qtbot.addWidget(window)
+        window.show()
+        qtbot.waitExposed(window)
+        windows.append(window)
+        return window
+
+    yield make
+    for w in windows:
+        w.close()
+
+
+def wait_frames(qtbot, window, n: int = 3) -> None:
+    start = window.frames_received
+    qtbot.waitUntil(lambda: window.frames_received >= start + n, timeout=FRAME_TIMEOUT_MS)
+
+
+def screenshot_dir(tmp_path: Path) -> Path:
+    d = Path(os.environ.get('FOMM_SCREENSHOT_DIR') or tmp_path)
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def test_window_runs_engine_on_a_clip_and_shows_frames(qtbot, make_window, tmp_path):
+    window = make_window()
+    wait_frames(qtbot, window, 5)
+    assert window.avatar_view.frames_shown >= 5 and window.camera_view.frames_shown >= 5
+    result = window.last_result
+    assert result.output.shape == (128, 128, 3) and result.camera.ndim == 3
+    assert window.avatar_info is not None and window.current_avatar_key == 'bundled:astronaut'
+    # before calibration the relative mode shows the avatar unmoved: the engine animates the picked avatar
+    assert np.array_equal(result.output, window.avatar_info.image)
+    qtbot.waitUntil(lambda: 'model' in window.status_panel.latency_label.text(), timeout=5000)
+    assert window.status_panel.fps_label.text().endswith(' fps') and window.status_panel.fps_label.text() != '— fps'
+    assert 'torch' in window.status_panel.runtime_label.text()
+    assert 'running' in window.status_panel.camera_label.text()
+    assert not window.banner.isVisible()
+    # the bridge hands over frames without piling up: every push is either delivered or replaced
+    bridge = window._bridge
+    assert bridge.delivered + bridge.dropped <= bridge.pushed
+
+    window.controls.show_keypoints_check.setChecked(True)
+    window.controls.overlay_slider.setValue(40)
+    window.calibrate()
+    wait_frames(qtbot, window, 5)
+    path = screenshot_dir(tmp_path) / 'gui-main-window.png'
+    assert window.grab().save(str(path))
+    assert path.stat().st_size > 10_000
+
+
+def test_pick_avatar_by_click_and_by_key(qtbot, make_window, tmp_path, shared_dir):
+    user = tmp_path / 'avatars'
+    user.mkdir()
+    for name in ('einstein.png', 'mona_lisa.png'):
+        shutil.copy(shared_dir / 'data' / 'avatars' / name, user / name)
+    window = make_window()
+    wait_frames(qtbot, window)
+    assert [e.key for e in window.gallery.entries()] == ['bundled:astronaut', 'user:einstein.png',
+                                                       'user:mona_lisa.png']
+
+    def shows(key: str) -> bool:
+        r = window.last_result
+        return (window.current_avatar_key == key and r is not None
+                and np.array_equal(r.output, window.avatar_info.image))
+
+    viewport = window.gallery.list.viewport()
+    qtbot.mouseClick(viewport, Qt.MouseButton.LeftButton, pos=window.gallery.item_rect_center(2))
+    qtbot.waitUntil(lambda: shows('user:mona_lisa.png'), timeout=FRAME_TIMEOUT_MS)
+    assert window.gallery.current_entry().key == 'user:mona_lisa.png'
+
+    window.activateWindow()
+    qtbot.waitActive(window)
+    qtbot.keyClick(window, Qt.Key.Key_2)
+    qtbot.waitUntil(lambda: shows('user:einstein.png'), timeout=FRAME_TIMEOUT_MS)
+    qtbot.keyClick(window, Qt.Key.Key_A)   # previous
+    qtbot.waitUntil(lambda: shows('bundled:astronaut'), timeout=FRAME_TIMEOUT_MS)
+    qtbot.keyClick(window, Qt.Key.Key_A)   # wraps around
+    qtbot.waitUntil(lambda: shows('user:mona_lisa.png'), timeout=FRAME_TIMEOUT_MS)
+    assert window.prefs.avatar == 'user:mona_lisa.png'
+    assert window.gallery.remove_button.isEnabled()
+
+
+def _drop(widget, paths: list[Path]) -> None:
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    widget.dropEvent(event)
+
+
+def test_dropping_an_image_copies_it_into_the_user_folder(qtbot, make_window, tmp_path, shared_dir):
+    window = make_window()
+    wait_frames(qtbot, window)
+    photo = tmp_path / 'incoming' / 'Lady Agnew.png'
+    photo.parent.mkdir()
+    shutil.copy(shared_dir / 'data' / 'avatars' / 'lady_agnew.png', photo)
+    _drop(window.gallery, [photo])
+    copied = tmp_path / 'avatars' / 'Lady Agnew.png'
+    assert copied.is_file() and copied.read_bytes() == photo.read_bytes()
+    assert photo.is_file(), 'the original stays where it was'
+    assert window.gallery.current_entry().key == 'user:Lady Agnew.png'
+    assert window.current_avatar_key == 'user:Lady Agnew.png'
+    assert window.avatar_info.image.shape == (128, 128, 3)
+
+    # a picture without a face is still added, with a clear notice
+    blank = tmp_path / 'incoming' / 'wall.png'
+    Image.new('RGB', (200, 160), (120, 140, 160)).save(blank)
+    _drop(window.gallery, [blank])
+    assert (tmp_path / 'avatars' / 'wall.png').is_file()
+    assert window.current_avatar_key == 'user:wall.png'
+    assert not window.avatar_info.face_found
+    assert 'No face found' in window.status_panel.notice_label.text()
+    assert [e.name for e in window.gallery.entries()] == ['astronaut', 'Lady Agnew', 'wall']
+
+
+def test_calibrate_button_reanchors(qtbot, make_window):
+    window = make_window()
+    wait_frames(qtbot, window)
+    assert not window.engine.stats().calibrated and not window.last_result.calibrated
+    qtbot.mouseClick(window.controls.calibrate_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: window.last_result.calibrated, timeout=FRAME_TIMEOUT_MS)
+    assert window.engine.stats().calibrated
+    assert window.controls.calibration_state_label.text().startswith('Calibrated')
+    # once calibrated the model animates: the output is no longer the still avatar
+    wait_frames(qtbot, window, 2)
+    assert not np.array_equal(window.last_result.output, window.avatar_info.image)
+
+
+def click_check(qtbot, check) -> None:
+    """Click a check box on its indicator (its centre may be empty space in a wide row)."""
+    qtbot.mouseClick(check, Qt.MouseButton.LeftButton, pos=QPoint(8, check.height() // 2))
+
+
+def test_controls_and_shortcuts_reach_the_engine(qtbot, make_window):
+    window = make_window()
+    wait_frames(qtbot, window)
+    c = window.controls
+    click_check(qtbot, c.passthrough_check)
+    click_check(qtbot, c.mirror_output_check)
+    click_check(qtbot, c.relative_check)
+    click_check(qtbot, c.adapt_scale_check)
+    click_check(qtbot, c.auto_calibrate_check)
+    c.zoom_slider.setValue(150)
+    c.offset_x_slider.setValue(10)
+    c.offset_y_slider.setValue(-20)
+    c.smoothing_slider.setValue(60)
+    c.overlay_slider.setValue(30)
+    c.fps_cap_spin.setValue(15)
+    s = window.engine.settings
+    assert (s.passthrough, s.mirror_output, s.relative, s.adapt_scale, s.auto_calibrate) == (True, True, False,
+                                                                                          False, True)
+    assert s.crop_zoom == pytest.approx(1.5) and s.crop_offset == pytest.approx((0.1, -0.2))
+    assert s.kp_smoothing == pytest.approx(0.6) and s.overlay_alpha == pytest.approx(0.3) and s.fps_cap == 15
+    c.fps_cap_spin.setValue(0)
+    assert window.engine.settings.fps_cap is None
+
+    window.activateWindow()
+    qtbot.waitActive(window)
+    qtbot.keyClick(window, Qt.Key.Key_R)
+    assert window.engine.settings.mirror_preview is False and not c.mirror_preview_check.isChecked()
+    qtbot.keyClick(window, Qt.Key.Key_W)
+    assert window.engine.settings.crop_zoom == pytest.approx(1.55) and c.zoom_slider.value() == 155
+    qtbot.keyClick(window, Qt.Key.Key_0)
+    assert window.engine.settings.passthrough is False
+    # passthrough off, relative off: frames keep coming with the new settings
+    wait_frames(qtbot, window, 2)
+    assert window.last_result.output.shape == (128, 128, 3)
+
+
+def test_precision_change_restarts_the_engine(qtbot, make_window):
+    window = make_window()
+    wait_frames(qtbot, window)
+    first = window.engine
+    window.controls.mirror_output_check.setChecked(True)
+    combo = window.controls.dtype_combo
+    combo.setCurrentIndex(combo.findData('bfloat16'))
+    combo.activated.emit(combo.currentIndex())
+    assert window.engine is not first and not first.running
+    wait_frames(qtbot, window, 2)
+    stats = window.engine.stats()
+    assert stats.dtype == 'bfloat16' and 'bfloat16' in window.status_panel.runtime_label.text() or \
+        stats.dtype == 'bfloat16'
+    assert window.engine.settings.mirror_output is True, 'live settings survive the restart'
+    assert window.prefs.dtype == 'bfloat16'
+
+
+def test_settings_are_remembered_between_runs(qtbot, make_window, tmp_path):
+    window = make_window()
+    wait_frames(qtbot, window)
+    c = window.controls
+    c.mirror_preview_check.setChecked(False)
+    c.zoom_slider.setValue(130)
+    c.offset_x_slider.setValue(-5)
+    c.fps_cap_spin.setValue(20)
+    c.show_keypoints_check.setChecked(True)
+    c.vcam_resolution_combo.setCurrentIndex(3)
+    window.resize(window.minimumSizeHint().width(), 640)   # offscreen screens are 800x800: stay inside
+    window.close()
+    assert (tmp_path / 'settings.ini').is_file()
+
+    again = make_window(input=None, backend=None, dtype=None)
+    s = again.engine.settings if again.engine is not None else again.settings
+    assert s.mirror_preview is False and s.crop_zoom == pytest.approx(1.3)
+    assert s.crop_offset == pytest.approx((-0.05, 0.0)) and s.fps_cap == 20
+    assert again.controls.zoom_slider.value() == 130 and not again.controls.mirror_preview_check.isChecked()
+    assert again.controls.show_keypoints_check.isChecked() and again.camera_view.show_keypoints
+    assert again.controls.vcam_resolution() == (512, 512)
+    assert again.options.source == window.options.source, 'the video file used as camera is remembered'
+    assert again.height() == 640, 'window geometry is restored'
+    wait_frames(qtbot, again)
+
+
+def test_no_camera_still_opens_and_offers_a_video_file(qtbot, make_window, clip):
+    window = make_window(input='9')   # /dev/video9 does not exist here
+    qtbot.waitUntil(lambda: window.banner.isVisible(), timeout=FRAME_TIMEOUT_MS)
+    assert 'Camera' in window.banner.label.text() and window.banner.button.text().startswith('Use a video file')
+    assert window.frames_received == 0
+    window.use_video_file(clip)
+    wait_frames(qtbot, window)
+    qtbot.waitUntil(lambda: not window.banner.isVisible(), timeout=5000)
+    assert window.prefs.source == str(clip)
+
+
+def test_help_lists_the_shortcuts(qtbot, make_window):
+    window = make_window()
+    dialog = window.show_help()
+    rows = {dialog.table.item(r, 0).text(): dialog.table.item(r, 1).text() for r in range(dialog.table.rowCount())}
+    assert 'Calibrate' in rows['C / X'] and '1 – 9' in rows and 'F1' in rows
+    assert set(window.shortcuts) >= {'C', 'X', '1', '9', 'A', 'D', 'R', 'T', '0', 'V', 'F1'}
+    dialog.close()
