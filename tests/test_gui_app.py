@@ -23,6 +23,7 @@ from PyQt6.QtGui import QDropEvent  # noqa: E402
 
 import live.cv2_compat  # noqa: E402,F401 - cv2 before Qt widgets, the way run_gui does it
 from live.gui.avatar_library import AvatarLibrary  # noqa: E402
+from live.gui.help_dialog import HelpDialog  # noqa: E402
 from live.gui.launch import create_window  # noqa: E402
 from live.gui.settings_store import SettingsStore  # noqa: E402
 
@@ -74,6 +75,12 @@ def make_window(qtbot, tmp_path, checkpoint, clip):
 def wait_frames(qtbot, window, n: int = 3) -> None:
     start = window.frames_received
     qtbot.waitUntil(lambda: window.frames_received >= start + n, timeout=FRAME_TIMEOUT_MS)
+
+
+def activate(qtbot, window) -> None:
+    """Window shortcuts only fire in the active window."""
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=5000)
 
 
 def screenshot_dir(tmp_path: Path) -> Path:
@@ -129,8 +136,7 @@ def test_pick_avatar_by_click_and_by_key(qtbot, make_window, tmp_path, shared_di
     qtbot.waitUntil(lambda: shows('user:mona_lisa.png'), timeout=FRAME_TIMEOUT_MS)
     assert window.gallery.current_entry().key == 'user:mona_lisa.png'
 
-    window.activateWindow()
-    qtbot.waitActive(window)
+    activate(qtbot, window)
     qtbot.keyClick(window, Qt.Key.Key_2)
     qtbot.waitUntil(lambda: shows('user:einstein.png'), timeout=FRAME_TIMEOUT_MS)
     qtbot.keyClick(window, Qt.Key.Key_A)   # previous
@@ -215,8 +221,7 @@ def test_controls_and_shortcuts_reach_the_engine(qtbot, make_window):
     c.fps_cap_spin.setValue(0)
     assert window.engine.settings.fps_cap is None
 
-    window.activateWindow()
-    qtbot.waitActive(window)
+    activate(qtbot, window)
     qtbot.keyClick(window, Qt.Key.Key_R)
     assert window.engine.settings.mirror_preview is False and not c.mirror_preview_check.isChecked()
     qtbot.keyClick(window, Qt.Key.Key_W)
@@ -271,20 +276,25 @@ def test_settings_are_remembered_between_runs(qtbot, make_window, tmp_path):
     wait_frames(qtbot, again)
 
 
-def test_no_camera_still_opens_and_offers_a_video_file(qtbot, make_window, clip):
+def test_no_camera_still_opens_and_offers_a_video_file(qtbot, make_window, clip, tmp_path):
     window = make_window(input='9')   # /dev/video9 does not exist here
     qtbot.waitUntil(lambda: window.banner.isVisible(), timeout=FRAME_TIMEOUT_MS)
     assert 'Camera' in window.banner.label.text() and window.banner.button.text().startswith('Use a video file')
     assert window.frames_received == 0
+    window.grab().save(str(screenshot_dir(tmp_path) / 'gui-no-camera.png'))
     window.use_video_file(clip)
     wait_frames(qtbot, window)
     qtbot.waitUntil(lambda: not window.banner.isVisible(), timeout=5000)
     assert window.prefs.source == str(clip)
 
 
-def test_help_lists_the_shortcuts(qtbot, make_window):
+def test_help_lists_the_shortcuts(qtbot, make_window, tmp_path):
     window = make_window()
-    dialog = window.show_help()
+    activate(qtbot, window)
+    qtbot.keyClick(window, Qt.Key.Key_F1)
+    dialog = window.help_dialog
+    assert isinstance(dialog, HelpDialog) and dialog.isVisible()
+    dialog.grab().save(str(screenshot_dir(tmp_path) / 'gui-help.png'))
     rows = {dialog.table.item(r, 0).text(): dialog.table.item(r, 1).text() for r in range(dialog.table.rowCount())}
     assert 'Calibrate' in rows['C / X'] and '1 – 9' in rows and 'F1' in rows
     assert set(window.shortcuts) >= {'C', 'X', '1', '9', 'A', 'D', 'R', 'T', '0', 'V', 'F1'}

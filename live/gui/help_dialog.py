@@ -14,10 +14,11 @@ class HelpDialog(QDialog):
         """``shortcuts``: (keys as shown, what they do)."""
         super().__init__(parent)
         self.setWindowTitle('fomm-live — keyboard shortcuts')
-        self.resize(520, 560)
+        self.resize(560, 600)
         self.table = QTableWidget(len(shortcuts), 2)
         self.table.setHorizontalHeaderLabels(['Keys', 'Action'])
         self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 8)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)

@@ -103,6 +103,7 @@ class MainWindow(QMainWindow):
         self.current_avatar_key: str | None = None   # the avatar the engine animates
         self.avatar_info: Any = None                   # its AvatarInfo (face crop, warnings)
         self.engine_ready = False
+        self.help_dialog: HelpDialog | None = None
         self._cancel_start: threading.Event | None = None
         self._start_thread: threading.Thread | None = None
         self._vcam_after_start: tuple[int, int, int] | None = None
@@ -582,10 +583,12 @@ class MainWindow(QMainWindow):
         self.showNormal() if self.isFullScreen() else self.showFullScreen()
 
     def show_help(self) -> HelpDialog:
-        dialog = HelpDialog(self._shortcut_table, self)
-        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        dialog.show()
-        return dialog
+        """Non-modal, one instance: the user can keep it open while trying the keys."""
+        if self.help_dialog is None:
+            self.help_dialog = HelpDialog(self._shortcut_table, self)
+        self.help_dialog.show()
+        self.help_dialog.raise_()
+        return self.help_dialog
 
     def save_state(self) -> None:
         """Everything remembered between runs; also called on close."""

@@ -29,13 +29,17 @@ def _stage_text(stats: Any) -> str:
     return text + ' ms'
 
 
+PROBLEM_STATES = {'reconnecting': 'Camera not available', 'ended': 'The video file ended',
+                  'unavailable': 'Camera not available', 'error': 'Camera error'}
+
+
 def camera_problem(stats: Any) -> str | None:
     """A message when the camera is not delivering (not found, lost, file ended), else None."""
     state = str(getattr(stats, 'camera_state', '') or '')
     message = str(getattr(stats, 'camera_message', '') or '')
-    if state in ('reconnecting', 'unavailable', 'error', 'failed', 'ended'):
-        return f'Camera {state}' + (f': {message}' if message else '')
-    return None
+    if state not in PROBLEM_STATES:
+        return None
+    return PROBLEM_STATES[state] + (f' ({message})' if message else '')
 
 
 class StatusPanel(QWidget):
