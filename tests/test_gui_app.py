@@ -299,3 +299,93 @@ def test_help_lists_the_shortcuts(qtbot, make_window, tmp_path):
     assert 'Calibrate' in rows['C / X'] and '1 – 9' in rows and 'F1' in rows
     assert set(window.shortcuts) >= {'C', 'X', '1', '9', 'A', 'D', 'R', 'T', '0', 'V', 'F1'}
     dialog.close()
+
+
+def test_run_gui_entry_point_with_a_command_line(qtbot, tmp_path, checkpoint, clip, shared_dir):
+    """What ``main.py`` does: run_gui(argv) opens the window, runs the engine, returns 0 when closed."""
+    from PyQt6.QtCore import QTimer
+    from PyQt6.QtWidgets import QApplication
+
+    from live.gui import run_gui
+    from live.gui.main_window import MainWindow
+
+    seen = {}
+
+    def check_and_close():
+        windows = [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]
+        if len(windows) != 1 or windows[0].frames_received < 3:
+            if time.monotonic() - seen.setdefault('start', time.monotonic()) < 60:
+                QTimer.singleShot(100, check_and_close)
+                return
+        if windows:
+            seen['frames'] = windows[0].frames_received
+            seen['avatar'] = windows[0].current_avatar_key
+            windows[0].close()
+
+    QTimer.singleShot(100, check_and_close)
+    code = run_gui(['--input', str(clip), '--checkpoint', str(checkpoint), '--backend', 'torch',
+                    '--avatar', str(shared_dir / 'data' / 'avatars' / 'einstein.png'),
+                    '--settings', str(tmp_path / 'cli.ini'), '--avatar-dir', str(tmp_path / 'mine')])
+    assert code == 0
+    assert seen.get('frames', 0) >= 3, 'the window showed no frames before closing'
+    assert seen['avatar'] == 'user:einstein.png' and (tmp_path / 'mine' / 'einstein.png').is_file()
+    assert (tmp_path / 'cli.ini').is_file()
+
+
+def test_camera_choice_by_name_and_virtual_camera_state(qtbot, tmp_path, checkpoint, clip):
+    from live.cameras import CameraInfo
+    from live.gui.launch import resolve_source
+    from live.gui.settings_store import AppPrefs
+
+    cams = [CameraInfo(7, 'Studio Cam', '/dev/video7')]
+    # a remembered camera is found again by name when its index moved
+    assert resolve_source(None, AppPrefs(source='2', source_name='Studio Cam'), cams) == 7
+    assert resolve_source(None, AppPrefs(source='2', source_name='Gone'), cams) == 2
+    assert resolve_source('3', AppPrefs(source='2'), cams) == 3
+
+    ns = SimpleNamespace(input=str(clip), backend='torch', checkpoint=str(checkpoint))
+    window = create_window(ns, store=SettingsStore(tmp_path / 's.ini'), library=AvatarLibrary(tmp_path / 'a'),
+                           camera_lister=lambda: cams)
+    qtbot.addWidget(window)
+    window.show()
+    wait_frames(qtbot, window)
+    combo = window.controls.camera_combo
+    texts = [combo.itemText(i) for i in range(combo.count())]
+    assert 'Studio Cam  (7)' in texts and 'Video file as camera…' in texts
+    combo.setCurrentIndex(texts.index('Studio Cam  (7)'))
+    combo.activated.emit(combo.currentIndex())
+    assert window.options.source == 7 and window.prefs.source_name == 'Studio Cam'
+    # /dev/video7 does not exist here: the engine says so and the window offers the video file instead
+    qtbot.waitUntil(lambda: window.banner.isVisible(), timeout=FRAME_TIMEOUT_MS)
+    assert 'camera 7' in window.banner.label.text()
+
+    window.controls.vcam_resolution_combo.setCurrentIndex(3)
+    qtbot.mouseClick(window.controls.vcam_button, Qt.MouseButton.LeftButton)
+    status = window.engine.virtual_camera_status()
+    label = window.controls.vcam_label.text()
+    if status.state == 'on':
+        assert 'ON' in label and window.controls.vcam_button.text().startswith('Stop')
+        assert (status.width, status.height) == (512, 512)
+        qtbot.mouseClick(window.controls.vcam_button, Qt.MouseButton.LeftButton)
+        assert window.engine.virtual_camera_status().state == 'off'
+    else:
+        assert status.state == 'unavailable' and 'not available' in label and status.message in label
+        assert status.message in window.status_panel.vcam_label.text()
+    window.close()
+
+
+def test_remove_moves_a_user_avatar_aside_and_switches_to_another(qtbot, make_window, tmp_path, shared_dir,
+                                                                  monkeypatch):
+    from PyQt6.QtWidgets import QMessageBox
+    window = make_window()
+    wait_frames(qtbot, window)
+    window.add_avatar_files([shared_dir / 'data' / 'avatars' / 'mona_lisa.png'])
+    assert window.current_avatar_key == 'user:mona_lisa.png'
+    assert window.gallery.remove_button.isEnabled()
+    monkeypatch.setattr(QMessageBox, 'question', lambda *a, **k: QMessageBox.StandardButton.Yes)  # the user's "Yes"
+    qtbot.mouseClick(window.gallery.remove_button, Qt.MouseButton.LeftButton)
+    assert not (tmp_path / 'avatars' / 'mona_lisa.png').exists()
+    assert (tmp_path / 'avatars' / '.removed' / 'mona_lisa.png').is_file(), 'removed avatars are recoverable'
+    assert [e.key for e in window.gallery.entries()] == ['bundled:astronaut']
+    assert window.current_avatar_key == 'bundled:astronaut'
+    assert not window.gallery.remove_button.isEnabled(), 'bundled avatars cannot be removed'

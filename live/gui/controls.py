@@ -5,6 +5,7 @@ without echoing it back (signals are blocked while they run), so there are no up
 """
 from __future__ import annotations
 
+import html
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -327,7 +328,7 @@ class ControlsPanel(QWidget):
         colour = {'on': '#2e7d32', 'unavailable': '#c62828'}.get(state, '#555')
         text = {'on': 'ON', 'off': 'off', 'unavailable': 'not available'}.get(state, state)
         self.vcam_label.setText(f'<span style="color:{colour}"><b>{text}</b></span>'
-                                + (f' — {message}' if message else ''))
+                                + (f' — {html.escape(message, quote=False)}' if message else ''))
 
     def set_calibration_state(self, text: str) -> None:
         self.calibration_state_label.setText(text)

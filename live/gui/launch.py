@@ -5,8 +5,10 @@ toggles), so a plain ``fomm-live`` starts the way the user left it.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,23 @@ from .avatar_library import AvatarLibrary, AvatarLibraryError
 from .settings_store import AppPrefs, SettingsStore
 
 log = logging.getLogger(__name__)
+
+
+def parse_gui_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The GUI's options. Defaults are None on purpose: what is not given comes from the last run."""
+    p = argparse.ArgumentParser(prog='fomm-live', description='Animate an avatar photo with your webcam.')
+    p.add_argument('--input', '-i', help='camera index or name, video file or stream URL (default: the last one)')
+    p.add_argument('--avatar', '-a', help='avatar image; added to the gallery (copied into the avatar folder)')
+    from live.backends import BACKEND_NAMES
+    p.add_argument('--backend', choices=BACKEND_NAMES)
+    p.add_argument('--device', help='cpu, cuda, cuda:1, mps')
+    p.add_argument('--dtype', choices=('float32', 'float16', 'bfloat16'))
+    p.add_argument('--config', help='model config name or YAML (default face-128)')
+    p.add_argument('--checkpoint', help='model checkpoint (default: the bundled face-128 model)')
+    p.add_argument('--settings', help='keep settings in this INI file instead of the user settings')
+    p.add_argument('--avatar-dir', help='folder for your avatars (default: the per-user app data folder)')
+    p.add_argument('-v', '--verbose', action='store_true')
+    return p.parse_args(list(argv))
 
 
 def ensure_app() -> Any:
