@@ -243,9 +243,8 @@ def test_precision_change_restarts_the_engine(qtbot, make_window):
     combo.activated.emit(combo.currentIndex())
     assert window.engine is not first and not first.running
     wait_frames(qtbot, window, 2)
-    stats = window.engine.stats()
-    assert stats.dtype == 'bfloat16' and 'bfloat16' in window.status_panel.runtime_label.text() or \
-        stats.dtype == 'bfloat16'
+    assert window.engine.stats().dtype == 'bfloat16'
+    qtbot.waitUntil(lambda: 'bfloat16' in window.status_panel.runtime_label.text(), timeout=5000)
     assert window.engine.settings.mirror_output is True, 'live settings survive the restart'
     assert window.prefs.dtype == 'bfloat16'
 
@@ -389,3 +388,16 @@ def test_remove_moves_a_user_avatar_aside_and_switches_to_another(qtbot, make_wi
     assert [e.key for e in window.gallery.entries()] == ['bundled:astronaut']
     assert window.current_avatar_key == 'bundled:astronaut'
     assert not window.gallery.remove_button.isEnabled(), 'bundled avatars cannot be removed'
+
+
+def test_engine_that_cannot_start_leaves_a_usable_window(qtbot, make_window, tmp_path):
+    window = make_window(checkpoint=str(tmp_path / 'missing.pth.tar'))
+    assert window.engine is None and window.banner.isVisible()
+    assert 'checkpoint not found' in window.banner.label.text() and window.banner.button.text() == 'Retry'
+    assert 'checkpoint not found' in window.status_panel.notice_label.text()
+    # controls still work and are kept for when the engine starts
+    window.controls.mirror_output_check.setChecked(True)
+    assert window.settings.mirror_output is True
+    window.pick_avatar_number(1)
+    window.calibrate()
+    assert 'not running' in window.status_panel.notice_label.text()

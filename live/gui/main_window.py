@@ -97,6 +97,7 @@ class MainWindow(QMainWindow):
         self._camera_lister = camera_lister or _default_camera_lister
         self._bridge: FrameBridge | None = None
         self._calibrate_pending = False
+        self._was_calibrated = False
         self._seen_notices: set[str] = set()
         self._cameras: list[Any] = []
         self.last_result: Any = None
@@ -350,13 +351,12 @@ class MainWindow(QMainWindow):
         # the engine blends the avatar into the driving crop (mirrored like the preview): show it in the box
         self.camera_view.set_overlay(result.driving if self.settings.overlay_alpha > 0 else None, 1.0)
         self.avatar_view.set_frame(result.output)
-        if self._calibrate_pending and result.calibrated:
+        if result.calibrated and (self._calibrate_pending or not self._was_calibrated):
             self._calibrate_pending = False
             self.controls.set_calibration_state(f'Calibrated at {time.strftime("%H:%M:%S")}')
-        elif not result.calibrated and not self._calibrate_pending:
-            self.controls.set_calibration_state('Not calibrated yet: see above')
-        elif result.calibrated and self.controls.calibration_state_label.text().startswith('Not'):
-            self.controls.set_calibration_state('Calibrated')
+        elif not result.calibrated and self._was_calibrated and not self._calibrate_pending:
+            self.controls.set_calibration_state('Not calibrated (camera changed): calibrate again')
+        self._was_calibrated = result.calibrated
 
     def refresh_status(self) -> None:
         if self.engine is None:
@@ -386,7 +386,10 @@ class MainWindow(QMainWindow):
     def apply_settings(self, changes: dict[str, Any]) -> None:
         """Live settings from the controls or shortcuts; reflected back into the controls."""
         if self.engine is not None:
-            self.engine.update_settings(**changes)
+            try:
+                self.engine.update_settings(**changes)
+            except (TypeError, ValueError) as exc:  # out of range: keep the previous value, say why
+                self.status_panel.show_notice(f'Setting not changed: {exc}')
             self.settings = self.engine.settings
         else:
             self.settings = dataclasses.replace(self.settings, **changes)
