@@ -121,3 +121,17 @@ def test_crop_reports_short_tubes(tmp_path):
     proc = fomm('crop', '--input', src)
     assert proc.returncode == 0
     assert 'no face tube longer than 150' in proc.stderr and not proc.stdout.strip()
+
+
+def test_crop_box_geometry():
+    from fomm_model.cli.crop import crop_box, iou
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert iou((0, 0, 1, 1), (2, 2, 3, 3)) == 0.0
+    # a tall 100x140 box in the middle of a big frame: grown by >= 10% per side and made square
+    x, y, w, h = crop_box((200, 100, 300, 240), (720, 1280, 3), 0.1)
+    assert w == h and w >= 140 * 1.2 - 1 and x < 200 and y < 100
+    assert (x + w / 2, y + h / 2) == pytest.approx((250, 170), abs=1)
+    # clipped at the frame border
+    x, y, w, h = crop_box((0, 0, 100, 100), (200, 200, 3), 0.1)
+    assert (x, y) == (0, 0) and w == h == 110

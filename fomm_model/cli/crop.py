@@ -16,7 +16,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from . import CliError
-from ..face_detection import FaceDetector, FaceDetectorUnavailable
+from ..face_detection import FaceBox, FaceDetector, FaceDetectorUnavailable, square_box
 from ..video_io import iter_video, resize_image, video_fps, write_video
 
 MAX_DETECT_SIDE = 640  # faces are found on frames downscaled to this, as the original does
@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--iou_with_initial', type=float, default=0.25,
                         help="minimum IoU of a box with its tube's first box")
     parser.add_argument('--min_confidence', type=float, default=0.5, help='face detector score threshold')
+    parser.add_argument('--training_framing', action='store_true',
+                        help='instead of --increase, frame like the training clips and the live app: a square of '
+                             '2x the face width, centre moved down by 0.1 face height (face_detection.square_box)')
 
 
 def _shape(text: str) -> tuple[int, int]:
@@ -142,7 +145,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     out_dir = Path(args.output) if args.output else None
     for k, tube in enumerate(kept):
-        box = crop_box(tube.union, shape, args.increase)
+        if args.training_framing:
+            x, y, side = square_box(FaceBox(*tube.union, score=1.0), shape)
+            box = (x, y, side, side)
+        else:
+            box = crop_box(tube.union, shape, args.increase)
         name = f'{video.stem}_crop{k}.mp4' if out_dir else 'crop.mp4'
         print(ffmpeg_command(str(video), tube, fps, box, args.image_shape, name))
         if out_dir is not None:
