@@ -178,3 +178,19 @@ def test_bad_setups_give_clear_errors(data, tmp_path):
         Trainer(opts(config, tmp_path / 'x', data=tmp_path / 'nowhere'))
     with pytest.raises(TrainingError, match='batch_size 64 is larger than an epoch'):
         Trainer(opts(config, tmp_path / 'x', batch_size=64))
+
+
+def test_distributed_data_parallel_two_cpu_processes(data, tmp_path):
+    """The DDP path (torchrun, gloo on CPU): both ranks step, rank 0 alone writes the checkpoint."""
+    config = tiny_config(data, num_epochs=1, num_repeats=2)
+    cfg_path = tmp_path / 'tiny.yaml'
+    cfg_path.write_text(yaml.safe_dump(config))
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
+    res = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '-m', 'fomm_model',
+                          'train', '--config', str(cfg_path), '--log_dir', str(tmp_path / 'ddp'), '--max_steps', '1',
+                          '--threads', '1', '--no_progress', '--no_tensorboard'],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.count('step 1,') == 2
+    ckpt = read_checkpoint(tmp_path / 'ddp' / '00000000-checkpoint.pth.tar')
+    assert ckpt['step'] == 1 and not any(k.startswith('module.') for k in ckpt['generator'])

@@ -330,7 +330,7 @@ class Trainer:
             ignore = ['discriminator.' + n for n, _ in self.models.discriminator.named_parameters()]
             ignore += ['discriminator.' + n for n, _ in self.models.discriminator.named_buffers()]
             DDP._set_params_and_buffers_to_ignore_for_model(self.generator_full, ignore)
-        self.gen_step_module = DDP(self.generator_full, device_ids=ids, find_unused_parameters=True)
+        self.gen_step_module = DDP(self.generator_full, device_ids=ids)
         if self.discriminator_full is not None:
             self.disc_step_module = DDP(self.discriminator_full, device_ids=ids)
 
@@ -392,6 +392,9 @@ class Trainer:
                     break
         if self.logger is not None:
             self.logger.close()
+        if self.world > 1 and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
         if interrupted and self.is_main:
             log.warning("stopped by signal; checkpoint %s", self.last_checkpoint)
         return TrainResult(self.step, epoch, self.last_checkpoint, self.current_lr(),
