@@ -7,6 +7,9 @@ once. All variants are interleaved round by round in one process (the host is sh
 the medians are reported, with the largest prediction difference against the float32 original.
 
     python -m benchmarks.bench_animator [--configs vox-256 face-128] [--rounds 6] [--threads 2]
+
+On a host whose cores are shared with other busy processes, two OpenMP threads can stall each other
+(medians 10-50x the minimum); ``--threads 1`` then gives stable numbers.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Helpers for the CLI tests: tiny checkpoints, short real clips, running the ``fomm`` entry point."""
 from __future__ import annotations
 
-import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,16 +18,12 @@ TINY_CONFIG = SHARED / 'fixtures/reference/tiny-128.yaml'
 CLIPS = sorted((SHARED / 'data/faces/test').glob('*.mp4'))
 AVATAR = SHARED / 'data/avatars/einstein.png'
 
-# The dispatcher imports every sub-command when it builds its parser; while fomm_model/cli/train.py does
-# not exist yet (another part of the project), run the same main() without that entry.
-_LAUNCHER = ([sys.executable, '-m', 'fomm_model'] if importlib.util.find_spec('fomm_model.cli.train') else
-             [sys.executable, '-c', 'import sys, fomm_model.cli as c; c.SUBCOMMANDS.pop("train"); '
-                                    'sys.exit(c.main(sys.argv[1:]))'])
+_LAUNCHER = [sys.executable, '-m', 'fomm_model']
 
 
 def fomm(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run ``python -m fomm_model ARGS`` (threads limited: the test machine is shared)."""
-    env = {**__import__('os').environ, 'OMP_NUM_THREADS': '1', 'GLOG_minloglevel': '2'}
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'GLOG_minloglevel': '2'}
     return subprocess.run([*_LAUNCHER, *map(str, args)], capture_output=True, text=True, timeout=timeout,
                           cwd=REPO, env=env)
 
