@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -240,7 +241,10 @@ class Trainer:
             if f'optimizer_{name}' in ckpt:
                 opt.load_state_dict(ckpt[f'optimizer_{name}'])
         if 'next_epoch' in ckpt:
-            self.start_epoch, self.start_batch = int(ckpt['next_epoch']), int(ckpt.get('next_batch', 0))
+            self.start_epoch = int(ckpt['next_epoch'])
+            # in batches of the run that saved it; a new --batch_size resumes at the same sample
+            saved_bs = int(ckpt.get('batch_size', self.tp['batch_size']))
+            self.start_batch = int(ckpt.get('next_batch', 0)) * saved_bs // int(self.tp['batch_size'])
         else:  # an original checkpoint: 'epoch' is the last finished epoch; go on with the next one
             self.start_epoch, self.start_batch = int(ckpt.get('epoch', -1)) + 1, 0
         self.step = int(ckpt.get('step', 0))
@@ -267,7 +271,8 @@ class Trainer:
         path = self.log_dir / ('%s-checkpoint.pth.tar' % str(max(finished, 0)).zfill(8))
         ckpt = {name: m.state_dict() for name, m in self.models.modules().items()}
         ckpt.update({f'optimizer_{k}': o.state_dict() for k, o in self.optimizers.items()})
-        ckpt.update({'epoch': finished, 'step': self.step, 'next_epoch': next_epoch, 'next_batch': next_batch})
+        ckpt.update({'epoch': finished, 'step': self.step, 'next_epoch': next_epoch, 'next_batch': next_batch,
+                     'batch_size': self.batch_size})
         ckpt.update({f'scheduler_{k}': s.state_dict() for k, s in self.schedulers.items()})
         atomic_save(ckpt, path)
         self.last_checkpoint = path
@@ -375,8 +380,10 @@ class Trainer:
                     interrupted = stop.signum is not None
                     self.save(epoch, batch_in_epoch)
                     break
-                for s in self.schedulers.values():
-                    s.step()
+                with warnings.catch_warnings():  # the unused discriminator's optimiser never steps without GAN
+                    warnings.filterwarnings('ignore', message='Detected call of `lr_scheduler.step()`')
+                    for s in self.schedulers.values():
+                        s.step()
                 if self.logger is not None:
                     history.append(self.logger.log_epoch(epoch))
                     if self.opts.visualize and generated is not None:
