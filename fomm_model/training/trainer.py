@@ -381,7 +381,7 @@ class Trainer:
                     self.save(epoch, batch_in_epoch)
                     break
                 with warnings.catch_warnings():  # the unused discriminator's optimiser never steps without GAN
-                    warnings.filterwarnings('ignore', message='Detected call of `lr_scheduler.step()`')
+                    warnings.filterwarnings('ignore', message='Detected call of')
                     for s in self.schedulers.values():
                         s.step()
                 if self.logger is not None:
