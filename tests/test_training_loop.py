@@ -194,3 +194,16 @@ def test_distributed_data_parallel_two_cpu_processes(data, tmp_path):
     assert res.stdout.count('step 1,') == 2
     ckpt = read_checkpoint(tmp_path / 'ddp' / '00000000-checkpoint.pth.tar')
     assert ckpt['step'] == 1 and not any(k.startswith('module.') for k in ckpt['generator'])
+
+
+def test_cli_reports_user_errors_without_traceback(data, tmp_path, capsys):
+    from fomm_model.cli import main
+    config = tiny_config(data)
+    del config['train_params']
+    cfg_path = tmp_path / 'no_train.yaml'
+    cfg_path.write_text(yaml.safe_dump(config))
+    assert main(['train', '--config', str(cfg_path), '--log_dir', str(tmp_path / 'x')]) == 2
+    assert "no 'train_params' section" in capsys.readouterr().err
+    assert main(['train', '--config', 'face-128', '--log_dir', str(tmp_path / 'x'),
+                 '--data', str(tmp_path / 'missing')]) == 2
+    assert 'dataset root not found' in capsys.readouterr().err

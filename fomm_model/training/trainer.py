@@ -135,7 +135,15 @@ def resolve_device(opts: TrainOptions, local_rank: int, world: int) -> torch.dev
 
 
 def apply_overrides(config: dict, opts: TrainOptions) -> dict:
+    for section in ('train_params', 'dataset_params'):
+        if section not in config:
+            raise TrainingError(f"config {getattr(config, 'source', '')} has no '{section}' section: "
+                                f"start from a shipped training config such as vox-256 or face-128")
     tp, dp = config['train_params'], config['dataset_params']
+    missing = [k for k in ('num_epochs', 'batch_size', 'scales', 'lr_generator', 'lr_kp_detector',
+                           'lr_discriminator') if k not in tp]
+    if missing:
+        raise TrainingError(f"train_params lacks {', '.join(missing)}")
     if opts.data is not None:
         dp['root_dir'] = str(opts.data)
     for key, value in (('num_epochs', opts.epochs), ('batch_size', opts.batch_size),
