@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -145,6 +146,8 @@ class Engine:
                          f'python -m fomm_model.face_detection --fetch')
             return None
         self._detector_state = 'mediapipe BlazeFace'
+        # close it before interpreter shutdown: mediapipe's own __del__ then fails (or hangs) on torn-down globals
+        weakref.finalize(self, detector.close)
         return detector
 
     def _ensure_ready(self) -> Pipeline:
@@ -220,6 +223,7 @@ class Engine:
         if self._avatar_detector is None and pipeline.cropper.detector is not None:
             from fomm_model.face_detection import FaceDetector
             self._avatar_detector = FaceDetector(min_confidence=0.3)  # own instance: the engine thread uses the other
+            weakref.finalize(self, self._avatar_detector.close)
         info = load_avatar(image, self.size, self._avatar_detector, keep_full_image)
         with self._model_lock:
             pipeline.set_avatar(info)

@@ -54,7 +54,7 @@ class Backend(ABC):
         return self.generate(self.keypoints(image))
 
 
-def test_images(size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def sample_images(size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """A deterministic textured source and a shifted, slightly zoomed driving image for start-up checks."""
     h, w = size
     rng = np.random.default_rng(1234)
@@ -73,7 +73,7 @@ TOLERANCES = {'float32': (0.02, 0.005), 'bfloat16': (0.15, 0.05), 'float16': (0.
 def verify_backend(backend: Backend, reference: Backend, size: tuple[int, int]) -> dict[str, float]:
     """Compare ``backend`` with eager float32 on a test input; raise BackendError on NaN, black frames or a
     difference above the dtype's tolerance (uint8 outputs are compared in [0, 1])."""
-    source, driving = test_images(size)
+    source, driving = sample_images(size)
     ref_src = reference.set_source(source)
     ref_kp = reference.keypoints(driving)
     ref_out = reference.generate(ref_kp)
@@ -104,7 +104,7 @@ def verify_backend(backend: Backend, reference: Backend, size: tuple[int, int]) 
 
 def time_steps(backend: Backend, size: tuple[int, int], steps: int = 5, warmup: int = 2) -> float:
     """Median milliseconds of one model step (keypoints + generate) on the test input."""
-    source, driving = test_images(size)
+    source, driving = sample_images(size)
     backend.set_source(source)
     for _ in range(warmup):
         backend.step(driving)

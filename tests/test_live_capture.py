@@ -1,0 +1,135 @@
+"""Capture thread: newest-frame hand-off with drops, reopening lost devices, file sources, source parsing."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from test_live_support import FACE_CLIP
+
+from live.cameras import CameraInfo, SourceError, resolve_source
+from live.capture import Capture, FileReader, ReaderError
+
+
+class CountingReader:
+    """A real frame source producing numbered frames at a fixed rate; ``fail_after`` makes the device vanish."""
+
+    live = True
+
+    def __init__(self, fps: float = 200.0, fail_after: int | None = None, start: int = 0):
+        self.fps, self.size = fps, (32, 24)
+        self.fail_after, self.n, self.start = fail_after, 0, start
+        self.closed = False
+
+    def read(self) -> np.ndarray:
+        if self.fail_after is not None and self.n >= self.fail_after:
+            raise ReaderError('device unplugged')
+        time.sleep(1.0 / self.fps)
+        frame = np.full((24, 32, 3), (self.start + self.n) % 256, np.uint8)
+        self.n += 1
+        return frame
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_slow_consumer_gets_newest_frames_and_drops_are_counted():
+    cap = Capture(lambda: CountingReader(fps=200), realtime=True, name='fast')
+    cap.start()
+    try:
+        got, ages = [], []
+        for _ in range(6):
+            f = cap.read(timeout=2)
+            assert f is not None
+            ages.append(time.perf_counter() - f.timestamp)
+            got.append(f)
+            time.sleep(0.05)  # consumer 10x slower than the source
+    finally:
+        cap.stop()
+    indices = [f.index for f in got]
+    assert indices == sorted(indices)
+    assert min(np.diff(indices)) >= 3, indices   # stale frames were skipped, not queued
+    assert cap.dropped >= 10
+    assert cap.frames_read >= cap.dropped + len(got)
+    assert max(ages[1:]) < 0.03  # the handed-out frame is fresh: latency does not grow with the backlog
+
+
+def test_reader_failing_mid_stream_is_reopened():
+    opened = []
+
+    def factory():
+        if len(opened) == 1:  # the second open fails too (camera still away), the third works
+            opened.append(None)
+            raise ReaderError('no such device')
+        reader = CountingReader(fps=500, fail_after=5 if not opened else None, start=100 * len(opened))
+        opened.append(reader)
+        return reader
+
+    states = []
+    cap = Capture(factory, realtime=False, name='flaky', backoff=(0.01, 0.05))
+    cap.start()
+    try:
+        values = []
+        deadline = time.time() + 5
+        while len(values) < 12 and time.time() < deadline:
+            f = cap.read(timeout=0.5)
+            states.append(cap.state)
+            if f is not None:
+                values.append(int(f.image[0, 0, 0]))
+    finally:
+        cap.stop()
+    assert values[:5] == [0, 1, 2, 3, 4]
+    assert values[5] == 200  # frames continue from the reopened device
+    assert len(opened) == 3 and opened[0].closed
+    assert cap.reopens == 1
+    assert cap.state == 'stopped'
+
+
+def test_file_source_non_realtime_delivers_every_frame_and_ends():
+    cap = Capture(lambda: FileReader(str(FACE_CLIP), loop=False), realtime=False, name='clip')
+    cap.start()
+    n = 0
+    try:
+        while True:
+            f = cap.read(timeout=5)
+            if f is None:
+                break
+            assert f.image.shape == (256, 256, 3) and f.image.dtype == np.uint8
+            n += 1
+    finally:
+        cap.stop()
+    from fomm_model.video_io import read_video
+    assert n == len(read_video(FACE_CLIP)[0])
+    assert cap.dropped == 0 and cap.size == (256, 256) and cap.nominal_fps and cap.nominal_fps > 0
+
+
+def test_file_source_realtime_is_paced_at_file_fps():
+    cap = Capture(lambda: FileReader(str(FACE_CLIP), loop=True), realtime=True, name='clip')
+    cap.start()
+    try:
+        t0 = time.perf_counter()
+        first = cap.read(timeout=5)
+        time.sleep(0.5)
+        last = cap.read(timeout=5)
+        elapsed = time.perf_counter() - t0
+    finally:
+        cap.stop()
+    fps = cap.nominal_fps
+    produced = last.index - first.index
+    assert produced <= fps * elapsed + 3, (produced, fps, elapsed)   # not faster than the file's fps
+    assert produced >= fps * 0.5 * 0.6
+
+
+def test_resolve_source_kinds(tmp_path):
+    cams = [CameraInfo(0, 'Integrated Camera', '/dev/video0'), CameraInfo(2, 'Logitech BRIO', '/dev/video2')]
+    assert resolve_source(1).index == 1
+    assert resolve_source('3').kind == 'camera'
+    assert resolve_source('/dev/video2').index == 2
+    assert resolve_source('brio', cams).index == 2
+    assert resolve_source('rtsp://host/stream').kind == 'stream'
+    assert resolve_source(str(FACE_CLIP)).kind == 'file'
+    with pytest.raises(SourceError, match='not found'):
+        resolve_source(str(tmp_path / 'missing.mp4'))
+    with pytest.raises(SourceError, match='Logitech BRIO'):
+        resolve_source('no such cam', cams)

@@ -1,0 +1,130 @@
+"""Face cropper (real mediapipe detector on real face frames pasted on a canvas) and avatar loading."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_live_support import AVATAR, clip_frames, paste
+
+from fomm_model.face_detection import FaceDetector
+from live.avatar import AvatarError, load_avatar, to_rgb
+from live.cropper import FaceCropper
+
+FPS = 30.0
+
+
+@pytest.fixture(scope='module')
+def detector():
+    with FaceDetector(min_confidence=0.5) as d:
+        yield d
+
+
+@pytest.fixture(scope='module')
+def faces():
+    return clip_frames(40)
+
+
+def centre(box):
+    return (box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0
+
+
+def test_crop_follows_a_moving_face(detector, faces):
+    cropper = FaceCropper((128, 128), detector)
+    x0, y0, step = 40, 100, 8
+    results = [cropper.process(paste(faces[i % len(faces)], x0 + step * i, y0), i / FPS) for i in range(40)]
+    assert all(r.face_found for r in results)
+    assert results[0].crop.shape == (128, 128, 3)
+    start, end = centre(results[0].box), centre(results[-1].box)
+    moved = end[0] - start[0]
+    assert moved > 0.8 * step * 39, moved              # followed the 312 px motion
+    assert abs(end[1] - start[1]) < 20
+    # the face (pasted 256 px tile) stays inside the crop at the end: lag is small
+    face_cx = x0 + step * 39 + 128
+    assert abs(end[0] - face_cx) < 30
+
+
+def test_crop_is_steady_on_a_still_face(detector, faces):
+    from fomm_model.face_detection import square_box
+    cropper = FaceCropper((128, 128), detector)
+    rng = np.random.default_rng(0)
+    boxes, raw = [], []
+    for i in range(40):
+        frame = paste(faces[i % 4], 200, 120)  # small natural head motion, fixed placement
+        frame = np.clip(frame.astype(np.int16) + rng.integers(-6, 7, frame.shape), 0, 255).astype(np.uint8)
+        r = cropper.process(frame, i / FPS)
+        boxes.append(r.box)
+        x, y, side = square_box(detector.detect(frame)[0], frame.shape)
+        raw.append((x + side / 2, y + side / 2, side))
+    boxes = np.array(boxes[10:], float)
+    raw = np.array(raw[10:], float)
+    jitter = np.abs(np.diff(boxes[:, :2], axis=0)).max()
+    raw_jitter = np.abs(np.diff(raw[:, :2], axis=0)).max()
+    assert jitter <= 2.0, jitter
+    assert jitter <= raw_jitter
+    sides = boxes[:, 2] - boxes[:, 0]
+    assert sides.max() - sides.min() <= 3
+
+
+def test_no_face_holds_the_last_crop(detector, faces):
+    cropper = FaceCropper((128, 128), detector)
+    for i in range(5):
+        last = cropper.process(paste(faces[i], 300, 150), i / FPS)
+    assert last.face_found
+    empty = np.full((480, 640, 3), 90, np.uint8)
+    for i in range(5, 10):
+        r = cropper.process(empty, i / FPS)
+        assert not r.face_found
+        assert r.box == last.box
+    back = cropper.process(paste(faces[0], 300, 150), 10 / FPS)
+    assert back.face_found
+
+
+def test_scale_lock_zoom_and_offset(detector, faces):
+    cropper = FaceCropper((128, 128), detector)
+    for i in range(5):
+        r = cropper.process(paste(faces[i], 200, 120), i / FPS)
+    cropper.lock_scale()
+    side = r.box[2] - r.box[0]
+    small = cv2_resize_face(faces[5], 0.6)
+    for i in range(5, 25):  # the face shrinks (user steps back): the locked crop keeps its size
+        locked = cropper.process(paste(small, 250, 150), i / FPS)
+    assert abs((locked.box[2] - locked.box[0]) - side) <= 1
+    zoomed = cropper.process(paste(small, 250, 150), 26 / FPS, zoom=2.0, offset=(0.1, 0.0))
+    assert abs((zoomed.box[2] - zoomed.box[0]) - side / 2) <= 2
+    assert centre(zoomed.box)[0] > centre(locked.box)[0]
+
+
+def cv2_resize_face(face, factor):
+    from live.cv2_compat import cv2
+    return cv2.resize(face, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+
+
+def test_without_detector_uses_centre_square():
+    r = FaceCropper((128, 128), None).process(np.zeros((480, 640, 3), np.uint8), 0.0)
+    assert r.box == (80, 0, 560, 480) and not r.face_found
+
+
+def test_avatar_is_face_cropped_from_any_format(detector):
+    info = load_avatar(AVATAR, (128, 128), detector)
+    assert info.face_found and info.warning is None and info.image.shape == (128, 128, 3)
+    x0, y0, x1, y1 = info.crop_box
+    assert x1 - x0 == y1 - y0 and x1 - x0 < 512
+    from fomm_model.video_io import read_image
+    rgb = read_image(AVATAR)
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+    assert np.array_equal(load_avatar(rgba, (128, 128), detector).image, info.image)
+    grey = load_avatar(rgb.mean(-1).astype(np.uint8), (128, 128), detector)
+    assert grey.image.shape == (128, 128, 3)
+
+
+def test_avatar_without_face_warns_and_full_image_option(detector):
+    wide = np.zeros((100, 300, 3), np.uint8)
+    wide[:, :150] = 200
+    info = load_avatar(wide, (128, 128), detector)
+    assert not info.face_found and 'no face' in info.warning
+    full = load_avatar(wide, (128, 128), detector, keep_full_image=True)
+    assert full.warning is None and full.image.shape == (128, 128, 3)
+    assert full.image[64, 5].mean() > 150 and full.image[64, 120].mean() < 50  # whole width kept, not cropped
+    with pytest.raises(AvatarError, match='not found'):
+        load_avatar('/nonexistent/avatar.png', (128, 128), detector)
+    with pytest.raises(AvatarError):
+        to_rgb(np.zeros((4, 4, 5), np.uint8))
