@@ -133,3 +133,17 @@ def test_resolve_source_kinds(tmp_path):
         resolve_source(str(tmp_path / 'missing.mp4'))
     with pytest.raises(SourceError, match='Logitech BRIO'):
         resolve_source('no such cam', cams)
+
+
+def test_list_cameras_reads_v4l2_names(tmp_path):
+    from live.cameras import list_cameras
+    for node, name, index in (('video0', 'Integrated Camera: Integrated C', '0'),
+                              ('video1', 'Integrated Camera: Integrated C', '1'),   # metadata node
+                              ('video4', 'fomm-live', '0')):
+        (tmp_path / node).mkdir()
+        (tmp_path / node / 'name').write_text(name + '\n')
+        (tmp_path / node / 'index').write_text(index + '\n')
+    cams = list_cameras(tmp_path)
+    assert [(c.index, c.name, c.path) for c in cams] == [(0, 'Integrated Camera: Integrated C', '/dev/video0'),
+                                                         (4, 'fomm-live', '/dev/video4')]
+    assert resolve_source('FOMM', cams).index == 4

@@ -132,3 +132,24 @@ def test_main_py_runs_headless_as_a_program(checkpoint, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert 'virtual camera: unavailable' in proc.stderr and 'modprobe v4l2loopback' in proc.stderr
     assert 'onnx on cpu' in proc.stdout and out.is_file()
+
+
+def test_engine_switches_source_live_and_caps_fps(checkpoint):
+    other = SHARED / 'data' / 'faces' / 'test' / 'grid_swiz3n#grid_lipnet__swiz3n.mp4'
+    engine = Engine(EngineOptions(source=str(CLIP), checkpoint=str(checkpoint), backend='torch', realtime=True),
+                    EngineSettings(fps_cap=8.0))
+    engine.set_avatar(AVATAR)
+    labels = []
+    engine.add_listener(lambda r: labels.append(engine._spec.label))
+    engine.start()
+    try:
+        time.sleep(1.5)
+        engine.set_source(str(other))
+        time.sleep(1.5)
+        stats = engine.stats()
+    finally:
+        engine.stop()
+    assert labels[0] == CLIP.name and labels[-1] == other.name
+    assert stats.camera_state == 'running' and stats.frames_out >= 10
+    assert stats.fps <= 9.5            # fps_cap honoured (the source runs at 25 fps)
+    assert stats.dropped > 0           # frames beyond the cap are dropped, not queued
