@@ -213,6 +213,11 @@ class Engine:
         return self._finished.wait(timeout)
 
     @property
+    def source(self) -> SourceSpec:
+        """The current source (kind 'camera' | 'file' | 'stream', label)."""
+        return self._spec
+
+    @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 

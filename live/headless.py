@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         settings = EngineSettings(relative=not args.absolute, mirror_preview=False, auto_calibrate=args.auto_calibrate,
                                   kp_smoothing=args.kp_smoothing)
         engine = Engine(options, settings)
-        is_file = engine._spec.kind == 'file'
+        is_file = engine.source.kind == 'file'
         avatar = engine.set_avatar(args.avatar, keep_full_image=args.keep_full_avatar)
     except (EngineError, SourceError, AvatarError, FileNotFoundError, ValueError) as exc:
         print(f'error: {exc}', file=sys.stderr)

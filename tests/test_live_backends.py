@@ -101,3 +101,15 @@ def test_bfloat16_channels_last_passes_verification(models):
     sel = create_backend('torch', models, SIZE, 'k', 'cpu', 'bfloat16', channels_last=True)
     assert sel.backend.describe() == 'torch on cpu (bfloat16, channels_last)'
     assert sel.verification['output_max_abs_diff'] < 0.15
+
+
+@pytest.mark.slow
+def test_torch_compile_backend_matches_eager(models):
+    sel = create_backend('compile', models, SIZE, 'k', 'cpu')   # compiles (about a minute on 2 shared cores)
+    assert sel.backend.name == 'compile'
+    assert sel.verification['output_max_abs_diff'] <= 2 / 255
+    source, driving = sample_images(SIZE)
+    eager = TorchBackend(models, SIZE)
+    eager.set_source(source)
+    sel.backend.set_source(source)
+    np.testing.assert_allclose(sel.backend.keypoints(driving).value, eager.keypoints(driving).value, atol=1e-5)

@@ -140,7 +140,7 @@ def test_engine_switches_source_live_and_caps_fps(checkpoint):
                     EngineSettings(fps_cap=8.0))
     engine.set_avatar(AVATAR)
     labels = []
-    engine.add_listener(lambda r: labels.append(engine._spec.label))
+    engine.add_listener(lambda r: labels.append(engine.source.label))
     engine.start()
     try:
         time.sleep(1.5)
