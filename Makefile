@@ -21,6 +21,7 @@ $(VENV)/.installed-live: $(VENV)/bin/python pyproject.toml
 $(VENV)/.installed-test: $(VENV)/bin/python pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	$(PY) -m fomm_model.face_detection --fetch
+	$(PY) -m fomm_model.training.perceptual --fetch
 	touch $@
 
 run: $(VENV)/.installed-live

@@ -129,6 +129,7 @@ def atomic_save(obj, path: str | Path) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a checkpoint is not a secret
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
