@@ -207,3 +207,22 @@ def test_cli_reports_user_errors_without_traceback(data, tmp_path, capsys):
     assert main(['train', '--config', 'face-128', '--log_dir', str(tmp_path / 'x'),
                  '--data', str(tmp_path / 'missing')]) == 2
     assert 'dataset root not found' in capsys.readouterr().err
+
+
+def test_cpu_bf16_autocast_steps_are_finite_and_learn(data, tmp_path):
+    """--amp bf16 on the CPU (how the default model is trained here): finite losses, weights stay float32."""
+    config = tiny_config(data, num_epochs=1, num_repeats=6, batch_size=2, epoch_milestones=[])
+    config['dataset_params']['augmentation_params'] = {}
+    trainer = Trainer(opts(config, tmp_path / 'run', seed=2, amp='bf16'))
+    before = trainer.models.generator.final.weight.detach().clone()
+    trainer.sampler.set_epoch(0)
+    for x in trainer.loader:
+        values, _ = trainer.train_step(x)
+        assert all(math.isfinite(v) for v in values.values()), values
+    after = trainer.models.generator.final.weight
+    assert after.dtype == torch.float32 and not torch.equal(before, after)
+
+
+def test_fp16_amp_on_cpu_is_refused(data, tmp_path):
+    with pytest.raises(TrainingError, match='bf16'):
+        Trainer(opts(tiny_config(data), tmp_path / 'run', amp='fp16'))

@@ -112,8 +112,10 @@ def resolve_device(opts: TrainOptions, local_rank: int, world: int) -> torch.dev
     if opts.device not in ('cpu', 'cuda'):
         raise TrainingError(f"--device must be cpu or cuda, not {opts.device!r}")
     if opts.device == 'cpu':
-        if opts.amp:
-            raise TrainingError("--amp needs --device cuda (mixed precision is only used on GPUs)")
+        if opts.amp == 'fp16':
+            raise TrainingError("--amp fp16 needs --device cuda; on the CPU use --amp bf16")
+        if opts.amp == 'bf16' and not torch.cpu._is_avx512_bf16_supported():
+            log.warning("--amp bf16 on a CPU without AVX512-BF16: it will run, but likely slower than float32")
         return torch.device('cpu')
     if not torch.cuda.is_available():
         raise TrainingError("--device cuda was asked for but CUDA is not available (no GPU or a CPU-only torch "
@@ -290,7 +292,7 @@ class Trainer:
     def _autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type='cuda', dtype=self.amp_dtype)
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     def train_step(self, x: dict) -> tuple[dict[str, float], dict]:
         """One generator(+kp) update and, for GAN configs, one discriminator update."""
