@@ -31,9 +31,10 @@ CONFIGS = {'torch': ('torch', 'float32', False), 'torch-bf16': ('torch', 'bfloat
 def model_step_ms(name: str, ckpt: Path, steps: int) -> float:
     from fomm_model.checkpoint import load_checkpoint
     from live.backends import create_backend, time_steps
+    from live.backends.cache import file_hash
     backend, dtype, cl = CONFIGS[name]
     models = load_checkpoint('face-128', ckpt)
-    sel = create_backend(backend, models, (128, 128), 'bench', 'cpu', dtype, cl)
+    sel = create_backend(backend, models, (128, 128), file_hash(ckpt), 'cpu', dtype, cl)
     return time_steps(sel.backend, (128, 128), steps=steps, warmup=3)
 
 

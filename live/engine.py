@@ -191,7 +191,9 @@ class Engine:
         self._retire_capture()
         self._capture = self._new_capture()
         self._capture.start()
-        self._thread = threading.Thread(target=self._run, name='fomm-engine', daemon=True)
+        import torch
+        self._thread = threading.Thread(target=self._run, args=(torch.get_num_threads(),), name='fomm-engine',
+                                        daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -324,7 +326,9 @@ class Engine:
         return self._vcam.status() if self._vcam is not None else self._vcam_status
 
     # -- the loop --------------------------------------------------------------------------------
-    def _run(self) -> None:
+    def _run(self, threads: int) -> None:
+        import torch
+        torch.set_num_threads(threads)  # OpenMP settings are per thread: use the creator's, not the default
         pipeline = self._pipeline
         while not self._stop.is_set():
             cap = self._capture
