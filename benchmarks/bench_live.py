@@ -29,6 +29,12 @@ CONFIGS = {'torch': ('torch', 'float32', False), 'torch-bf16': ('torch', 'bfloat
 
 
 def model_step_ms(name: str, ckpt: Path, steps: int) -> float:
+    """The bare model step, timed on the same torch thread the engine uses (see live.torch_thread)."""
+    from live.torch_thread import run_on_torch_thread
+    return run_on_torch_thread(_model_step_ms, name, ckpt, steps)
+
+
+def _model_step_ms(name: str, ckpt: Path, steps: int) -> float:
     from fomm_model.checkpoint import load_checkpoint
     from live.backends import create_backend, time_steps
     from live.backends.cache import file_hash
@@ -79,13 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(args.threads)  # read by live.torch_thread when it starts
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, clip {CLIP.name} (256x256, 25 fps), '
           f'face detection every {args.detect_every} frame(s)')
     with tempfile.TemporaryDirectory() as tmp:
         from fomm_model import build_models, save_checkpoint
         ckpt = Path(tmp) / 'face-128-random.pth.tar'
-        save_checkpoint(ckpt, build_models('face-128', with_discriminator=False))
+        from live.torch_thread import run_on_torch_thread
+        # built on the torch thread too: a parallel region on the main thread would slow that thread's
+        # OpenMP team (see live/torch_thread.py)
+        run_on_torch_thread(lambda: save_checkpoint(ckpt, build_models('face-128', with_discriminator=False)))
         rows = []
         for name in args.backends.split(','):
             # the bare step is timed before and after the engine runs; the faster one counts (shared cores)

@@ -20,6 +20,7 @@ from .avatar import AvatarInfo, load_avatar
 from .cameras import SourceSpec, resolve_source
 from .capture import Capture, reader_factory
 from .pipeline import EngineSettings, FrameResult, Pipeline
+from .torch_thread import run_on_torch_thread
 from .virtual_camera import VirtualCamera, VirtualCameraStatus, VirtualCameraUnavailable
 
 log = logging.getLogger(__name__)
@@ -152,28 +153,32 @@ class Engine:
 
     def _ensure_ready(self) -> Pipeline:
         with self._init_lock:
-            if self._pipeline is not None:
-                return self._pipeline
-            from fomm_model.checkpoint import CheckpointError, load_checkpoint
-
-            from .backends import BackendError, create_backend
-            from .backends.cache import file_hash
-            from .cropper import FaceCropper
-            try:
-                models = load_checkpoint(self.config, self.checkpoint, device='cpu', with_discriminator=False)
-            except CheckpointError as exc:
-                raise EngineError(str(exc)) from exc
-            o = self.options
-            try:
-                selection = create_backend(o.backend, models, self.size, file_hash(self.checkpoint), o.device,
-                                           o.dtype, o.channels_last, verify=o.verify_backend)
-            except BackendError as exc:
-                raise EngineError(str(exc)) from exc
-            self._backend_reason = selection.reason
-            cropper = FaceCropper(self.size, self._make_detector(), detect_every=o.detect_every)
-            self._pipeline = Pipeline(selection.backend, cropper, self.size)
-            log.info('engine ready: %s, %s', selection.backend.describe(), self._detector_state)
+            if self._pipeline is None:
+                self._pipeline = run_on_torch_thread(self._build_pipeline)
             return self._pipeline
+
+    def _build_pipeline(self) -> Pipeline:
+        """Load the model, create and verify the backend (on the torch thread)."""
+        from fomm_model.checkpoint import CheckpointError, load_checkpoint
+
+        from .backends import BackendError, create_backend
+        from .backends.cache import file_hash
+        from .cropper import FaceCropper
+        try:
+            models = load_checkpoint(self.config, self.checkpoint, device='cpu', with_discriminator=False)
+        except CheckpointError as exc:
+            raise EngineError(str(exc)) from exc
+        o = self.options
+        try:
+            selection = create_backend(o.backend, models, self.size, file_hash(self.checkpoint), o.device,
+                                       o.dtype, o.channels_last, verify=o.verify_backend)
+        except BackendError as exc:
+            raise EngineError(str(exc)) from exc
+        self._backend_reason = selection.reason
+        cropper = FaceCropper(self.size, self._make_detector(), detect_every=o.detect_every)
+        pipeline = Pipeline(selection.backend, cropper, self.size)
+        log.info('engine ready: %s, %s', selection.backend.describe(), self._detector_state)
+        return pipeline
 
     def _new_capture(self) -> Capture:
         o = self.options
@@ -191,9 +196,7 @@ class Engine:
         self._retire_capture()
         self._capture = self._new_capture()
         self._capture.start()
-        import torch
-        self._thread = threading.Thread(target=self._run, args=(torch.get_num_threads(),), name='fomm-engine',
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name='fomm-engine', daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -233,7 +236,7 @@ class Engine:
             weakref.finalize(self, self._avatar_detector.close)
         info = load_avatar(image, self.size, self._avatar_detector, keep_full_image)
         with self._model_lock:
-            pipeline.set_avatar(info)
+            run_on_torch_thread(pipeline.set_avatar, info)
         if info.warning:
             self._notice(f'avatar {info.name}: {info.warning}'.replace('avatar : ', 'avatar: '))
         return info
@@ -326,9 +329,7 @@ class Engine:
         return self._vcam.status() if self._vcam is not None else self._vcam_status
 
     # -- the loop --------------------------------------------------------------------------------
-    def _run(self, threads: int) -> None:
-        import torch
-        torch.set_num_threads(threads)  # OpenMP settings are per thread: use the creator's, not the default
+    def _run(self) -> None:
         pipeline = self._pipeline
         while not self._stop.is_set():
             cap = self._capture
@@ -342,7 +343,7 @@ class Engine:
             started = time.perf_counter()
             try:
                 with self._model_lock:
-                    result = pipeline.process(frame.image, frame.index, frame.timestamp, s)
+                    result = run_on_torch_thread(pipeline.process, frame.image, frame.index, frame.timestamp, s)
                 t0 = time.perf_counter()
                 self._send_outputs(result, s)
             except Exception as exc:  # noqa: BLE001 - keep running; the error is reported, not swallowed
