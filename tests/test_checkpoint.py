@@ -67,3 +67,14 @@ def test_truncated_and_foreign_files(tiny, tmp_path):
         load_checkpoint(config, tmp_path / 'other.pth')
     with pytest.raises(CheckpointError, match='not found'):
         read_checkpoint(tmp_path / 'missing.pth.tar')
+
+
+def test_release_keeps_only_inference_weights_in_half(tiny, tmp_path):
+    from fomm_model.training.release import release
+    config, path = tiny
+    release(path, tmp_path / 'small.pth.tar')
+    ckpt = torch.load(tmp_path / 'small.pth.tar', weights_only=True)
+    assert set(ckpt) == {'kp_detector', 'generator', 'epoch'}
+    assert ckpt['generator']['final.weight'].dtype == torch.float16
+    models = load_checkpoint(config, tmp_path / 'small.pth.tar')
+    assert models.discriminator is None and models.generator.final.weight.dtype == torch.float32

@@ -39,12 +39,17 @@ def test_animate_without_cpu_flag_announces_device(tmp_path, tiny_ckpt):
     driving = make_clip(tmp_path / 'd.mp4', frames=4)
     result = tmp_path / 'r.mp4'
     proc = fomm('animate', '--config', TINY_CONFIG, '--checkpoint', tiny_ckpt, '--source_image', AVATAR,
-                '--driving_video', driving, '--result_video', result, '--best_frame', '2', '--dtype', 'bfloat16')
+                '--driving_video', driving, '--result_video', result, '--best_frame', '2', '--dtype', 'bfloat16',
+                '--side_by_side')
     assert proc.returncode == 0, proc.stderr
     import torch
     if not torch.cuda.is_available():
         assert 'CUDA is not available' in proc.stderr
-    assert read_video(result)[0].shape == (4, 128, 128, 3)
+    frames = read_video(result)[0]
+    assert frames.shape == (4, 128, 3 * 128, 3)  # source | driving | result
+    from fomm_model.video_io import resize_image
+    expected = resize_image(read_video(driving)[0][0], (128, 128)).astype(float)  # middle panel = driving frame
+    assert np.abs(frames[0, :, 128:256].astype(float) - expected).mean() < 8  # video codec loss only
 
 
 def test_animate_default_checkpoint(tmp_path):

@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     best.add_argument('--best_frame', type=int, default=None, help='anchor on this driving frame index')
     parser.add_argument('--cpu', action='store_true', help='run on the CPU (default: CUDA if available)')
     parser.add_argument('--audio', action='store_true', help="copy the driving video's sound into the result")
+    parser.add_argument('--side_by_side', action='store_true',
+                        help='write source | driving | result side by side (for previews and model cards)')
     parser.add_argument('--dtype', choices=list(DTYPES), default='float32',
                         help='inference precision (bfloat16 is ~1.5x faster on recent CPUs; float16 CUDA only)')
 
@@ -83,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     frames = (tensor_to_image(animator.animate_keypoints(kp))
               for kp in tqdm(kps, desc='animating', unit='frame'))
+    if args.side_by_side:
+        frames = (np.hstack([source, drv, out]) for drv, out in zip(driving, frames))
     n = write_video(args.result_video, frames, fps, audio_from=args.driving_video if args.audio else None)
     elapsed = time.perf_counter() - start
     print(f'wrote {args.result_video}: {n} frames at {fps:g} fps, {size[1]}x{size[0]} '
