@@ -551,13 +551,7 @@ class MainWindow(QMainWindow):
 
     # == virtual camera ================================================================================
     def start_virtual_camera(self, width: int, height: int, fps: int) -> None:
-        source = self.options.source   # the source in use, also when it came from the command line
-        self.prefs.source = str(source)
-        if str(source).isdigit():
-            cam = next((c for c in self._cameras if c.index == int(source)), None)
-            self.prefs.source_name = cam.name if cam is not None else self.prefs.source_name
-        else:
-            self.prefs.source_name = ''
+        self._remember_source()
         self.prefs.vcam_resolution = self.controls.vcam_resolution_label()
         self.prefs.vcam_fps = fps
         if self.engine is None or not self.engine_ready:
@@ -593,17 +587,21 @@ class MainWindow(QMainWindow):
         self.help_dialog.raise_()
         return self.help_dialog
 
-    def save_state(self) -> None:
-        """Everything remembered between runs; also called on close."""
-        if self.engine is not None:
-            self.settings = self.engine.settings
-        source = self.options.source   # the source in use, also when it came from the command line
+    def _remember_source(self) -> None:
+        """Store the source in use (also one given on the command line), with the camera's name when it is one."""
+        source = self.options.source
         self.prefs.source = str(source)
         if str(source).isdigit():
             cam = next((c for c in self._cameras if c.index == int(source)), None)
             self.prefs.source_name = cam.name if cam is not None else self.prefs.source_name
         else:
             self.prefs.source_name = ''
+
+    def save_state(self) -> None:
+        """Everything remembered between runs; also called on close."""
+        if self.engine is not None:
+            self.settings = self.engine.settings
+        self._remember_source()
         self.prefs.vcam_resolution = self.controls.vcam_resolution_label()
         self.prefs.vcam_fps = self.controls.vcam_fps_spin.value()
         self.store.save_engine_settings(self.settings)
