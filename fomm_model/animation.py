@@ -30,14 +30,8 @@ class FrameGenerator(nn.Module):
         g = self.generator
         kp_source = {'value': kp_source_value, 'jacobian': kp_source_jacobian}
         prepared = {'image': source_image, 'features': source_features, 'kp': kp_source}
-        dm = g.dense_motion_network
-        if dm is not None:
-            from .modules.util import kp2gaussian, make_coordinate_grid
-            h, w = source_down.shape[2:]
-            prepared['dense_motion'] = {
-                'image': source_down, 'kp': kp_source,
-                'gaussian': kp2gaussian(kp_source, (h, w), dm.kp_variance).float(),
-                'identity_grid': make_coordinate_grid((h, w), torch.float32, source_down.device)}
+        if g.dense_motion_network is not None:
+            prepared['dense_motion'] = g.dense_motion_network.prepare_downscaled(source_down, kp_source)
         kp_driving = {'value': kp_driving_value, 'jacobian': kp_driving_jacobian}
         return g.forward_prepared(prepared, kp_driving, with_visuals=False)['prediction']
 

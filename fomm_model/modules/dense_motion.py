@@ -37,10 +37,14 @@ class DenseMotionNetwork(nn.Module):
         """Everything that depends only on the source image and its keypoints."""
         if self.scale_factor != 1:
             source_image = self.down(source_image)
-        h, w = source_image.shape[2:]
-        return {'image': source_image, 'kp': kp_source,
+        return self.prepare_downscaled(source_image, kp_source)
+
+    def prepare_downscaled(self, source_down: torch.Tensor, kp_source: dict) -> dict:
+        """As :meth:`prepare_source`, from the source already at this network's scale."""
+        h, w = source_down.shape[2:]
+        return {'image': source_down, 'kp': kp_source,
                 'gaussian': kp2gaussian(kp_source, (h, w), self.kp_variance).float(),
-                'identity_grid': make_coordinate_grid((h, w), torch.float32, source_image.device)}
+                'identity_grid': make_coordinate_grid((h, w), torch.float32, source_down.device)}
 
     def create_sparse_motions(self, prepared: dict, kp_driving: dict) -> torch.Tensor:
         """T_k(z) = kp_s + J_s J_d^-1 (z - kp_d) for each keypoint, identity for the background: (B, K+1, h, w, 2)."""
