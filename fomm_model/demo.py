@@ -20,10 +20,6 @@ def load_checkpoints(config_path: str, checkpoint_path: str, cpu: bool = False):
     return models.generator, models.kp_detector
 
 
-def _float_to_uint8(image: np.ndarray) -> np.ndarray:
-    return (np.clip(np.asarray(image, dtype=np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)
-
-
 def find_best_frame(source: np.ndarray, driving: list[np.ndarray], animator: Animator) -> int:
     """Index of the driving frame whose pose best matches the source (model keypoints, scale-normalised)."""
     kp_source = animator.keypoints(source)['value']
@@ -43,7 +39,8 @@ def make_animation(source_image: np.ndarray, driving_video: list[np.ndarray], ge
     config = config or {'dataset_params': {'frame_shape': [h, w, 3]}}
     models = Models(kp_detector, generator, None, config)
     animator = Animator(models, relative=relative, adapt_scale=adapt_movement_scale, device=device)
-    animator.set_source(_float_to_uint8(source_image) if np.asarray(source_image).dtype != np.uint8 else source_image)
+    source = np.asarray(source_image)
+    animator.set_source(source if source.dtype == np.uint8 else source.astype(np.float32))  # no re-quantising
     predictions = []
     for frame in driving_video:
         frame = np.asarray(frame)
