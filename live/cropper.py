@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cv2_compat import cv2
+from .detection_worker import DetectionWorker
 from .one_euro import OneEuroFilter
+from .resize import downscale
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +31,17 @@ class FaceCropper:
 
     ``detector`` is a ``FaceDetector`` (anything with ``detect(rgb) -> list[FaceBox]``) or None for a fixed
     centre crop (the caller must announce that fallback). Detection runs every ``detect_every`` frames on a
-    copy downscaled to at most ``detect_max_side`` pixels.
+    copy downscaled to at most ``detect_max_side`` pixels (BlazeFace itself looks at 128x128, so 256 loses nothing).
+
+    With ``asynchronous`` the detector runs on its own thread (:class:`DetectionWorker`): ``process`` uses the
+    newest finished detection and never waits, except until the very first face is found; the caller hands
+    each frame over with ``schedule_detection`` once its own work on the frame is done, so detection fills the
+    time the engine waits for the camera. The crop then follows the face one frame late.
     """
 
-    def __init__(self, size: tuple[int, int], detector=None, *, detect_every: int = 1, detect_max_side: int = 320,
-                 scale: float = 2.0, shift_down: float = 0.1, min_cutoff: float = 0.5, beta: float = 4.0):
+    def __init__(self, size: tuple[int, int], detector=None, *, detect_every: int = 1, detect_max_side: int = 256,
+                 scale: float = 2.0, shift_down: float = 0.1, min_cutoff: float = 0.5, beta: float = 4.0,
+                 asynchronous: bool = False):
         if detect_every < 1:
             raise ValueError('detect_every must be >= 1')
         self.size = (int(size[0]), int(size[1]))
@@ -49,13 +56,27 @@ class FaceCropper:
         self._last: np.ndarray | None = None   # filtered (cx, cy, side), normalised
         self._count = 0
         self._last_found = False
-        self.detect_ms = 0.0
+        self._since_submit = 0
+        self._worker: DetectionWorker | None = \
+            DetectionWorker(self._detect) if asynchronous and detector is not None else None
+
+    @property
+    def asynchronous(self) -> bool:
+        return self._worker is not None
+
+    def close(self) -> None:
+        """Stop the detection thread (asynchronous mode); the detector itself belongs to the caller."""
+        if self._worker is not None:
+            self._worker.close()
 
     def reset(self) -> None:
         self._filter.reset()
         self._last = None
         self._locked_side = None
         self._count = 0
+        self._last_found = False
+        if self._worker is not None:
+            self._worker.discard()
 
     def lock_scale(self) -> None:
         """Freeze the crop size at its current value (called at calibration)."""
@@ -76,7 +97,7 @@ class FaceCropper:
         longest = max(h, w)
         if self.detect_max_side and longest > self.detect_max_side:
             factor = longest / self.detect_max_side
-            image = cv2.resize(frame, (round(w / factor), round(h / factor)), interpolation=cv2.INTER_AREA)
+            image = downscale(frame, round(w / factor), round(h / factor))
         faces = self.detector.detect(image)
         if not faces:
             return None
@@ -108,13 +129,16 @@ class FaceCropper:
                 offset: tuple[float, float] = (0.0, 0.0)) -> CropResult:
         h, w = frame.shape[:2]
         found = self._last_found
-        if self.detector is not None and (self._count % self.detect_every == 0 or not self._last_found):
-            measured = self._detect(frame)
-            found = measured is not None
-            if found:
-                self._last = self._filter(measured, t)
-        elif self.detector is None:
+        if self.detector is None:
             found = False
+        elif self._worker is not None and self._last is not None:
+            done = self._worker.poll()
+            if done is not None:
+                found = self._apply(*done)
+        elif self._count % self.detect_every == 0 or not self._last_found:
+            if self._worker is not None:
+                self._worker.wait_idle()  # one detection at a time (after a reset one may still be running)
+            found = self._apply(self._detect(frame), t)
         self._count += 1
         self._last_found = found
         if self._last is None:  # nothing seen yet: centred square of the whole frame
@@ -124,6 +148,19 @@ class FaceCropper:
             state = self._last
         box = self.box_for(state, frame.shape, zoom, offset)
         x0, y0, x1, y1 = box
-        crop = cv2.resize(frame[y0:y1, x0:x1], (self.size[1], self.size[0]),
-                          interpolation=cv2.INTER_AREA if x1 - x0 > self.size[1] else cv2.INTER_LINEAR)
+        crop = downscale(frame[y0:y1, x0:x1], self.size[1], self.size[0])
         return CropResult(box, found, crop)
+
+    def _apply(self, measured: np.ndarray | None, t: float) -> bool:
+        if measured is not None:
+            self._last = self._filter(measured, t)
+        return measured is not None
+
+    def schedule_detection(self, frame: np.ndarray, t: float) -> None:
+        """Asynchronous mode: hand ``frame`` to the detection thread when it is due (every ``detect_every``
+        frames, every frame while no face is seen) and the thread is free. A no-op in synchronous mode."""
+        if self._worker is None or self._last is None:  # until a first face is found, process() detects
+            return
+        self._since_submit += 1
+        if (self._since_submit >= self.detect_every or not self._last_found) and self._worker.submit(frame, t):
+            self._since_submit = 0

@@ -50,7 +50,8 @@ class EngineOptions:
     # additions (defaults keep the documented behaviour)
     capture_size: tuple[int, int] = (1280, 720)   # requested camera resolution (width, height)
     capture_fps: float = 30.0
-    detect_every: int = 1                         # run face detection every N frames
+    detect_every: int = 3                         # face detection every N frames (10 Hz from a 30 fps camera)
+    detect_async: bool = True                     # on its own thread, between frames (see live/detection_worker)
     verify_backend: bool = True                   # compare with eager float32 at start-up
 
 
@@ -146,7 +147,9 @@ class Engine:
             self._notice(f'face detection is off ({exc}); using a fixed centre crop - fetch the model with: '
                          f'python -m fomm_model.face_detection --fetch')
             return None
-        self._detector_state = 'mediapipe BlazeFace'
+        every = 'every frame' if self.options.detect_every == 1 else f'every {self.options.detect_every} frames'
+        where = 'on its own thread' if self.options.detect_async else 'on the engine thread'
+        self._detector_state = f'mediapipe BlazeFace ({every}, {where})'
         # close it before interpreter shutdown: mediapipe's own __del__ then fails (or hangs) on torn-down globals
         weakref.finalize(self, detector.close)
         return detector
@@ -175,7 +178,9 @@ class Engine:
         except BackendError as exc:
             raise EngineError(str(exc)) from exc
         self._backend_reason = selection.reason
-        cropper = FaceCropper(self.size, self._make_detector(), detect_every=o.detect_every)
+        cropper = FaceCropper(self.size, self._make_detector(), detect_every=o.detect_every,
+                              asynchronous=o.detect_async)
+        weakref.finalize(self, cropper.close)  # registered after the detector's: stops the thread before it closes
         pipeline = Pipeline(selection.backend, cropper, self.size)
         log.info('engine ready: %s, %s', selection.backend.describe(), self._detector_state)
         return pipeline

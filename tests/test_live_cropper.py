@@ -93,6 +93,77 @@ def test_scale_lock_zoom_and_offset(detector, faces):
     assert centre(zoomed.box)[0] > centre(locked.box)[0]
 
 
+def test_asynchronous_detection_follows_the_face_without_blocking(detector, faces):
+    """Detection on its own thread: the crop follows one frame late, and process() never waits once a face is
+    known (a detector that takes 50 ms must not slow the frame loop)."""
+    import threading
+    import time
+
+    class SlowDetector:
+        def __init__(self):
+            self.release = threading.Event()
+
+        def detect(self, rgb):
+            self.release.wait(2.0)
+            return detector.detect(rgb)
+
+    slow = SlowDetector()
+    cropper = FaceCropper((128, 128), slow, asynchronous=True)
+    try:
+        assert cropper.asynchronous
+        slow.release.set()
+        first = cropper.process(paste(faces[0], 40, 100), 0.0)  # nothing known yet: detects synchronously
+        assert first.face_found
+        slow.release.clear()
+        frame1 = paste(faces[1], 240, 100)
+        cropper.schedule_detection(frame1, 1 / FPS)           # runs on the worker, blocked by the slow detector
+        t0 = time.perf_counter()
+        held = cropper.process(paste(faces[2], 240, 100), 2 / FPS)
+        assert time.perf_counter() - t0 < 0.04, 'process() waited for the detector'
+        assert held.box == first.box                           # no result yet: the last crop holds
+        slow.release.set()
+        cropper._worker.wait_idle(2.0)  # noqa: SLF001 - let the worker finish, as the idle time between frames does
+        moved = None
+        for i in range(3, 40):  # the worker now keeps up (each frame handed over after processing)
+            moved = cropper.process(frame1, i / FPS)
+            cropper.schedule_detection(frame1, i / FPS)
+            cropper._worker.wait_idle(2.0)  # noqa: SLF001
+        assert moved.face_found
+        assert abs(centre(moved.box)[0] - (240 + 128)) < 30, moved.box
+        assert cropper._worker.runs >= 30  # noqa: SLF001
+    finally:
+        slow.release.set()
+        cropper.close()
+    assert not cropper._worker._thread.is_alive()  # noqa: SLF001
+
+
+def test_asynchronous_reset_discards_a_detection_of_the_old_view(detector, faces):
+    cropper = FaceCropper((128, 128), detector, asynchronous=True)
+    try:
+        cropper.process(paste(faces[0], 40, 100), 0.0)
+        cropper.schedule_detection(paste(faces[0], 360, 100), 1 / FPS)
+        cropper._worker.wait_idle(2.0)  # noqa: SLF001 - finished, not yet picked up
+        cropper.reset()            # e.g. the camera was switched
+        r = cropper.process(paste(faces[0], 40, 100), 2 / FPS)
+        assert abs(centre(r.box)[0] - (40 + 128)) < 30     # the stale right-hand result was dropped
+    finally:
+        cropper.close()
+
+
+def test_fast_downscale_matches_area_resampling(faces):
+    from live.cv2_compat import cv2
+    from live.resize import downscale
+    frame = paste(faces[0], 100, 60, canvas_size=(720, 1280))
+    for side in (130, 200, 248, 380, 600):
+        crop = frame[50:50 + side, 90:90 + side]
+        fast = downscale(crop, 128, 128)
+        area = cv2.resize(crop, (128, 128), interpolation=cv2.INTER_AREA)
+        assert fast.shape == (128, 128, 3) and fast.flags['C_CONTIGUOUS']
+        assert np.abs(fast.astype(np.int16) - area).mean() < 2.0, side
+    assert downscale(crop[:64, :64], 128, 128).shape == (128, 128, 3)       # enlarging works too
+    assert downscale(frame, 256, 144).shape == (144, 256, 3)                 # non-square
+
+
 def cv2_resize_face(face, factor):
     from live.cv2_compat import cv2
     return cv2.resize(face, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
