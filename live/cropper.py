@@ -30,16 +30,21 @@ class FaceCropper:
     """Square face crop at the model size.
 
     ``detector`` is a ``FaceDetector`` (anything with ``detect(rgb) -> list[FaceBox]``) or None for a fixed
-    centre crop (the caller must announce that fallback). Detection runs every ``detect_every`` frames on a
-    copy downscaled to at most ``detect_max_side`` pixels (BlazeFace itself looks at 128x128, so 256 loses nothing).
+    centre crop (the caller must announce that fallback). Detection runs on a copy downscaled to at most
+    ``detect_max_side`` pixels (BlazeFace itself looks at 128x128, so 256 loses nothing): every frame while
+    no face is seen, else every ``detect_every`` frames while the face moves in the crop and every
+    ``detect_every_still`` frames while it does not. The caller reports that motion through ``after_frame``
+    (the model's keypoint centroid, a by-product of the frame; without it every ``detect_every`` frames).
+    A still face needs no new box, and detection (~2 ms) is the costliest step of the engine besides the model.
 
     With ``asynchronous`` the detector runs on its own thread (:class:`DetectionWorker`): ``process`` uses the
-    newest finished detection and never waits, except until the very first face is found; the caller hands
-    each frame over with ``schedule_detection`` once its own work on the frame is done, so detection fills the
-    time the engine waits for the camera. The crop then follows the face one frame late.
+    newest finished detection and never waits, except until the very first face is found; ``after_frame``
+    hands the frame over once the caller's own work on it is done, so detection fills the time the engine
+    waits for the camera. The crop then follows the face one frame late.
     """
 
-    def __init__(self, size: tuple[int, int], detector=None, *, detect_every: int = 1, detect_max_side: int = 256,
+    def __init__(self, size: tuple[int, int], detector=None, *, detect_every: int = 1,
+                 detect_every_still: int | None = None, motion_threshold: float = 0.03, detect_max_side: int = 256,
                  scale: float = 2.0, shift_down: float = 0.1, min_cutoff: float = 0.5, beta: float = 4.0,
                  asynchronous: bool = False):
         if detect_every < 1:
@@ -47,6 +52,8 @@ class FaceCropper:
         self.size = (int(size[0]), int(size[1]))
         self.detector = detector
         self.detect_every = detect_every
+        self.detect_every_still = max(detect_every, detect_every_still or 5 * detect_every)
+        self.motion_threshold = motion_threshold  # keypoint centroid shift, in [-1, 1] crop units
         self.detect_max_side = detect_max_side
         self.scale = scale
         self.shift_down = shift_down
@@ -54,9 +61,12 @@ class FaceCropper:
         self._filter = OneEuroFilter(min_cutoff=min_cutoff, beta=beta, d_cutoff=1.0)
         self._locked_side: float | None = None
         self._last: np.ndarray | None = None   # filtered (cx, cy, side), normalised
-        self._count = 0
         self._last_found = False
-        self._since_submit = 0
+        self._since_detection = 0               # frames since the last detection ran (or was handed over)
+        self._detected_now = False
+        self._reference: np.ndarray | None = None  # keypoint centroid at the last detection
+        self._moved: bool | None = None            # None: no motion reported (detect every detect_every frames)
+        self.detections = 0
         self._worker: DetectionWorker | None = \
             DetectionWorker(self._detect) if asynchronous and detector is not None else None
 
@@ -73,8 +83,10 @@ class FaceCropper:
         self._filter.reset()
         self._last = None
         self._locked_side = None
-        self._count = 0
         self._last_found = False
+        self._since_detection = 0
+        self._reference = None
+        self._moved = None
         if self._worker is not None:
             self._worker.discard()
 
@@ -129,17 +141,19 @@ class FaceCropper:
                 offset: tuple[float, float] = (0.0, 0.0)) -> CropResult:
         h, w = frame.shape[:2]
         found = self._last_found
+        self._detected_now = False
         if self.detector is None:
             found = False
         elif self._worker is not None and self._last is not None:
             done = self._worker.poll()
             if done is not None:
                 found = self._apply(*done)
-        elif self._count % self.detect_every == 0 or not self._last_found:
+        elif self._last is None or self._due():
             if self._worker is not None:
                 self._worker.wait_idle()  # one detection at a time (after a reset one may still be running)
             found = self._apply(self._detect(frame), t)
-        self._count += 1
+            self._since_detection, self._detected_now = 0, True
+        self._since_detection += 1
         self._last_found = found
         if self._last is None:  # nothing seen yet: centred square of the whole frame
             short = float(min(h, w))
@@ -152,15 +166,32 @@ class FaceCropper:
         return CropResult(box, found, crop)
 
     def _apply(self, measured: np.ndarray | None, t: float) -> bool:
+        self.detections += 1
         if measured is not None:
             self._last = self._filter(measured, t)
         return measured is not None
 
-    def schedule_detection(self, frame: np.ndarray, t: float) -> None:
-        """Asynchronous mode: hand ``frame`` to the detection thread when it is due (every ``detect_every``
-        frames, every frame while no face is seen) and the thread is free. A no-op in synchronous mode."""
+    def _due(self) -> bool:
+        if not self._last_found:
+            return True
+        if self._since_detection < self.detect_every:
+            return False
+        return self._moved is not False or self._since_detection >= self.detect_every_still
+
+    def after_frame(self, frame: np.ndarray, t: float, keypoints: np.ndarray | None = None) -> None:
+        """Report the frame's keypoints ((K, 2) in [-1, 1] crop coordinates, or None) once the frame is done;
+        asynchronous mode: hand ``frame`` (not written to afterwards) to the detection thread if due and free."""
+        if keypoints is not None:
+            centroid = keypoints.mean(axis=0)
+            if self._detected_now or self._reference is None:
+                self._reference, self._moved = centroid, self._reference is None
+            else:
+                self._moved = bool(np.abs(centroid - self._reference).max() > self.motion_threshold)
+        else:
+            self._reference = self._moved = None
         if self._worker is None or self._last is None:  # until a first face is found, process() detects
             return
-        self._since_submit += 1
-        if (self._since_submit >= self.detect_every or not self._last_found) and self._worker.submit(frame, t):
-            self._since_submit = 0
+        if self._due() and self._worker.submit(frame, t):
+            self._since_detection, self._detected_now = 0, True
+            if keypoints is not None:
+                self._reference = keypoints.mean(axis=0)

@@ -170,7 +170,8 @@ class Pipeline:
                 output = self.backend.generate(self.anchor.normalize(kp, self.kp_source))
         t2 = time.perf_counter()
         result = self._present(image, crop, kp, output, index, timestamp, s)
-        self.cropper.schedule_detection(image, timestamp)  # asynchronous cropper: detects while we wait
+        # the keypoints tell the cropper whether the face moved (detection due); the asynchronous one detects now
+        self.cropper.after_frame(image, timestamp, kp.value if kp is not None and crop.face_found else None)
         t3 = time.perf_counter()
         result.timings_ms.update(crop=(t1 - t0) * 1000, model=(t2 - t1) * 1000, present=(t3 - t2) * 1000)
         return result

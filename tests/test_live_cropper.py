@@ -116,7 +116,7 @@ def test_asynchronous_detection_follows_the_face_without_blocking(detector, face
         assert first.face_found
         slow.release.clear()
         frame1 = paste(faces[1], 240, 100)
-        cropper.schedule_detection(frame1, 1 / FPS)           # runs on the worker, blocked by the slow detector
+        cropper.after_frame(frame1, 1 / FPS)           # runs on the worker, blocked by the slow detector
         t0 = time.perf_counter()
         held = cropper.process(paste(faces[2], 240, 100), 2 / FPS)
         assert time.perf_counter() - t0 < 0.04, 'process() waited for the detector'
@@ -126,7 +126,7 @@ def test_asynchronous_detection_follows_the_face_without_blocking(detector, face
         moved = None
         for i in range(3, 40):  # the worker now keeps up (each frame handed over after processing)
             moved = cropper.process(frame1, i / FPS)
-            cropper.schedule_detection(frame1, i / FPS)
+            cropper.after_frame(frame1, i / FPS)
             cropper._worker.wait_idle(2.0)  # noqa: SLF001
         assert moved.face_found
         assert abs(centre(moved.box)[0] - (240 + 128)) < 30, moved.box
@@ -141,13 +141,43 @@ def test_asynchronous_reset_discards_a_detection_of_the_old_view(detector, faces
     cropper = FaceCropper((128, 128), detector, asynchronous=True)
     try:
         cropper.process(paste(faces[0], 40, 100), 0.0)
-        cropper.schedule_detection(paste(faces[0], 360, 100), 1 / FPS)
+        cropper.after_frame(paste(faces[0], 360, 100), 1 / FPS)
         cropper._worker.wait_idle(2.0)  # noqa: SLF001 - finished, not yet picked up
         cropper.reset()            # e.g. the camera was switched
         r = cropper.process(paste(faces[0], 40, 100), 2 / FPS)
         assert abs(centre(r.box)[0] - (40 + 128)) < 30     # the stale right-hand result was dropped
     finally:
         cropper.close()
+
+
+@pytest.mark.parametrize('asynchronous', [False, True])
+def test_detection_rate_follows_keypoint_motion(detector, faces, asynchronous):
+    """A face that keeps still in the crop is re-detected every detect_every_still frames, a moving one every
+    detect_every frames, and one that is lost every frame."""
+    cropper = FaceCropper((128, 128), detector, detect_every=2, detect_every_still=8, asynchronous=asynchronous)
+    kp = np.random.default_rng(0).uniform(-0.5, 0.5, (10, 2))
+    frame = paste(faces[0], 200, 120)
+
+    def run(n, shift_per_frame, image=frame):
+        before = cropper.detections
+        for i in range(n):
+            cropper.process(image, i / FPS)
+            cropper.after_frame(image, i / FPS, kp + shift_per_frame * i)
+            if cropper.asynchronous:
+                cropper._worker.wait_idle(2.0)  # noqa: SLF001 - as the idle time between camera frames does
+        if cropper.asynchronous:
+            cropper.process(image, n / FPS)     # picks up the last finished detection
+        return cropper.detections - before
+    try:
+        run(4, 0.0)
+        still = run(32, 0.001)     # 0.001 per frame: jitter-sized, below the 0.03 threshold between detections
+        moving = run(32, 0.03)
+        lost = run(10, 0.0, np.full_like(frame, 90))
+    finally:
+        cropper.close()
+    assert 3 <= still <= 5, still          # ~32 / 8
+    assert 14 <= moving <= 18, moving      # ~32 / 2
+    assert lost >= 9, lost
 
 
 def test_fast_downscale_matches_area_resampling(faces):
