@@ -171,7 +171,7 @@ def test_detection_rate_follows_keypoint_motion(detector, faces, asynchronous):
     try:
         run(4, 0.0)
         still = run(32, 0.001)     # 0.001 per frame: jitter-sized, below the 0.03 threshold between detections
-        moving = run(32, 0.03)
+        moving = run(32, 0.05)     # clearly above the threshold each frame
         lost = run(10, 0.0, np.full_like(frame, 90))
     finally:
         cropper.close()
