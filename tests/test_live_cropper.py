@@ -180,6 +180,29 @@ def test_detection_rate_follows_keypoint_motion(detector, faces, asynchronous):
     assert lost >= 9, lost
 
 
+def test_detection_worker_survives_a_failing_detection(faces):
+    from live.detection_worker import DetectionWorker
+    calls = []
+
+    def detect(frame):
+        calls.append(frame.shape)
+        if len(calls) == 1:
+            raise RuntimeError('detector hiccup')
+        return frame.shape[0]
+    worker = DetectionWorker(detect)
+    try:
+        assert worker.submit(faces[0], 1.0)
+        assert worker.wait_idle(2.0)
+        assert worker.poll() == (None, 1.0) and worker.errors == 1   # reported as "no face", not raised
+        assert worker.poll() is None                                  # each result is handed out once
+        assert worker.submit(faces[1], 2.0) and worker.wait_idle(2.0)
+        assert worker.poll() == (256, 2.0)
+    finally:
+        worker.close()
+    assert not worker.submit(faces[0], 3.0)                           # closed: refused, nothing runs
+    assert len(calls) == 2
+
+
 def test_fast_downscale_matches_area_resampling(faces):
     from live.cv2_compat import cv2
     from live.resize import downscale
