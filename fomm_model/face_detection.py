@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,6 +113,9 @@ class FaceDetector:
         except Exception as exc:  # mediapipe raises RuntimeError/ValueError for a bad model file
             raise FaceDetectorUnavailable(f'could not load face detector model {path}: {exc}; re-fetch it with: '
                                           f'{FETCH_COMMAND.replace("--fetch", "--fetch --force")}') from exc
+        # closed at the latest at interpreter exit, while mediapipe's globals still exist: its own __del__ at
+        # teardown prints "Exception ignored ... 'NoneType' object is not callable"
+        self._finalizer = weakref.finalize(self, self._detector.close)
 
     def detect(self, rgb: np.ndarray) -> list[FaceBox]:
         """Faces in an HxWx3 uint8 RGB image, best score first."""
@@ -137,7 +141,7 @@ class FaceDetector:
 
     def close(self) -> None:
         if getattr(self, '_detector', None) is not None:
-            self._detector.close()
+            self._finalizer()  # runs the close once, however often it is called
             self._detector = None
 
     def __enter__(self) -> FaceDetector:
