@@ -103,3 +103,23 @@ def resolve_source(source: str | int, cameras: list[CameraInfo] | None = None) -
         return SourceSpec('camera', index=c.index, label=f'{c.name} ({c.index})')
     raise SourceError(f'no camera named "{text}" ({_describe(cams)}); give a camera index, a name, '
                       f'a video file or a stream URL')
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    """'1280x720' -> (1280, 720); ValueError for anything else. Also an argparse ``type``."""
+    try:
+        w, h = (int(v) for v in str(text).lower().split('x'))
+    except ValueError:
+        raise ValueError(f'expected WIDTHxHEIGHT such as 1280x720, got {text!r}') from None
+    if w <= 0 or h <= 0:
+        raise ValueError(f'width and height must be positive, got {text!r}')
+    return w, h
+
+
+def resolution_arg(text: str) -> tuple[int, int]:
+    """``parse_resolution`` as an argparse ``type`` (its message shown as is)."""
+    import argparse
+    try:
+        return parse_resolution(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

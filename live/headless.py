@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 
+from .cameras import resolution_arg
 from .engine import Engine, EngineError, EngineOptions, EngineSettings, EngineStats
 
 log = logging.getLogger(__name__)
@@ -20,9 +21,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--keep-full-avatar', action='store_true', help='use the whole avatar image, no face crop')
     p.add_argument('--output', '-o', help='write the animated avatar to this video file')
     p.add_argument('--virtual-camera', action='store_true', help='send the output to a virtual camera')
-    p.add_argument('--vcam-size', default='1280x720', help='virtual camera WIDTHxHEIGHT (square avatar '
+    p.add_argument('--vcam-size', default=(1280, 720), type=resolution_arg, help='virtual camera WIDTHxHEIGHT (square avatar '
                                                            'pillarboxed), e.g. 1280x720 or 720x720')
     p.add_argument('--vcam-fps', type=float, default=30.0)
+    p.add_argument('--camera-size', default=None, metavar='WxH', type=resolution_arg,
+                   help='resolution to ask the camera for (default: 640x480 when the model runs on the CPU, '
+                        'whose cores decoding 720p would take from it; 1280x720 on a GPU)')
     p.add_argument('--vcam-device', default=None, help='virtual camera device, e.g. /dev/video10')
     p.add_argument('--backend', default='auto', choices=('auto', 'torch', 'compile', 'tensorrt', 'onnx'))
     p.add_argument('--device', default='cpu', help='cpu or cuda')
@@ -45,14 +49,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         'smoothed in between). Detection runs on its own thread between frames')
     p.add_argument('--detect-sync', action='store_true',
                    help='run face detection on the engine thread, in the frame it crops (no one-frame crop lag)')
-
-
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split('x'))
-    except ValueError:
-        raise SystemExit(f'error: --vcam-size must look like 1280x720, got {text!r}') from None
-    return w, h
 
 
 def format_summary(stats: EngineStats, wall_s: float) -> str:
@@ -87,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
         options = EngineOptions(source=args.input, config=args.config or DEFAULT_CONFIG, checkpoint=args.checkpoint,
                                 backend=args.backend, device=args.device, dtype=args.dtype,
                                 channels_last=args.channels_last, loop_file=args.loop, realtime=args.realtime,
-                                detect_every=args.detect_every, detect_async=not args.detect_sync)
+                                detect_every=args.detect_every, detect_async=not args.detect_sync,
+                                capture_size=args.camera_size)
         settings = EngineSettings(relative=not args.absolute, mirror_preview=False, auto_calibrate=args.auto_calibrate,
                                   kp_smoothing=args.kp_smoothing)
         engine = Engine(options, settings)
@@ -108,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         engine.add_sink(sink)
     if args.virtual_camera:
-        w, h = _parse_size(args.vcam_size)
+        w, h = args.vcam_size
         status = engine.start_virtual_camera(w, h, args.vcam_fps, args.vcam_device)
         print(f'virtual camera: {status.state}: {status.message}', file=sys.stderr)
     calibrate_at = max(0.0, args.calibrate_at)

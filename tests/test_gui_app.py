@@ -342,9 +342,12 @@ def test_camera_choice_by_name_and_virtual_camera_state(qtbot, tmp_path, checkpo
     assert resolve_source(None, AppPrefs(source='2', source_name='Gone'), cams) == 2
     assert resolve_source('3', AppPrefs(source='2'), cams) == 3
 
-    ns = SimpleNamespace(input=str(clip), backend='torch', checkpoint=str(checkpoint))
+    from live.gui.launch import parse_gui_args
+    ns = parse_gui_args(['--input', str(clip), '--backend', 'torch', '--checkpoint', str(checkpoint),
+                         '--camera-size', '800x600'])
     window = create_window(ns, store=SettingsStore(tmp_path / 's.ini'), library=AvatarLibrary(tmp_path / 'a'),
                            camera_lister=lambda: cams)
+    assert window.options.capture_size == (800, 600)   # asked of the camera chosen below
     qtbot.addWidget(window)
     window.show()
     wait_frames(qtbot, window)

@@ -115,6 +115,22 @@ def test_bad_inputs_exit_2_with_clear_messages(checkpoint, tmp_path, capsys):
         assert message in capsys.readouterr().err, extra
 
 
+def test_camera_resolution_is_chosen_for_the_device_and_can_be_set(checkpoint, capsys):
+    from live.engine import EngineOptions, camera_request
+    size, why = camera_request(EngineOptions(device='cpu'))
+    assert size == (640, 480) and 'CPU' in why and '--camera-size' in why
+    assert camera_request(EngineOptions(device='cuda'))[0] == (1280, 720)
+    assert camera_request(EngineOptions(device='cpu', capture_size=(1920, 1080))) == ((1920, 1080), 'as asked')
+    base = ['--input', str(CLIP), '--avatar', str(AVATAR), '--checkpoint', str(checkpoint), '--backend', 'torch']
+    with pytest.raises(SystemExit) as exc:
+        headless_main(base + ['--camera-size', '640by480'])
+    assert exc.value.code == 2
+    assert "--camera-size: expected WIDTHxHEIGHT such as 1280x720, got '640by480'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        headless_main(base + ['--vcam-size', '0x720'])
+    assert 'must be positive' in capsys.readouterr().err
+
+
 def test_default_model_missing_is_explained(monkeypatch, tmp_path):
     import fomm_model.defaults as defaults
     monkeypatch.setattr(defaults, 'default_checkpoint_path', lambda: tmp_path / 'face-128.pth.tar')

@@ -24,11 +24,14 @@ def parse_gui_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument('--input', '-i', help='camera index or name, video file or stream URL (default: the last one)')
     p.add_argument('--avatar', '-a', help='avatar image; added to the gallery (copied into the avatar folder)')
     from live.backends import BACKEND_NAMES
+    from live.cameras import resolution_arg
     p.add_argument('--backend', choices=BACKEND_NAMES)
     p.add_argument('--device', help='cpu, cuda, cuda:1, mps')
     p.add_argument('--dtype', choices=('float32', 'float16', 'bfloat16'))
     p.add_argument('--config', help='model config name or YAML (default face-128)')
     p.add_argument('--checkpoint', help='model checkpoint (default: the bundled face-128 model)')
+    p.add_argument('--camera-size', metavar='WxH', type=resolution_arg, help='resolution to ask the camera for (default: 640x480 when '
+                                                       'the model runs on the CPU, 1280x720 on a GPU)')
     p.add_argument('--settings', help='keep settings in this INI file instead of the user settings')
     p.add_argument('--avatar-dir', help='folder for your avatars (default: the per-user app data folder)')
     p.add_argument('-v', '--verbose', action='store_true')
@@ -90,7 +93,8 @@ def create_window(args: Any, store: SettingsStore | None = None, library: Avatar
         defaults, source=resolve_source(getattr(args, 'input', None), prefs, cameras),
         backend=prefs.backend, device=prefs.device, dtype=prefs.dtype,
         config=getattr(args, 'config', None) or defaults.config,
-        checkpoint=getattr(args, 'checkpoint', None) or defaults.checkpoint)
+        checkpoint=getattr(args, 'checkpoint', None) or defaults.checkpoint,
+        capture_size=getattr(args, 'camera_size', None))
 
     avatar = getattr(args, 'avatar', None)
     if avatar:
