@@ -105,21 +105,13 @@ def resolve_source(source: str | int, cameras: list[CameraInfo] | None = None) -
                       f'a video file or a stream URL')
 
 
-def parse_resolution(text: str) -> tuple[int, int]:
-    """'1280x720' -> (1280, 720); ValueError for anything else. Also an argparse ``type``."""
+def resolution_arg(text: str) -> tuple[int, int]:
+    """'1280x720' -> (1280, 720), as an argparse ``type`` (its message is shown as is)."""
+    import argparse
     try:
         w, h = (int(v) for v in str(text).lower().split('x'))
     except ValueError:
-        raise ValueError(f'expected WIDTHxHEIGHT such as 1280x720, got {text!r}') from None
+        raise argparse.ArgumentTypeError(f'expected WIDTHxHEIGHT such as 1280x720, got {text!r}') from None
     if w <= 0 or h <= 0:
-        raise ValueError(f'width and height must be positive, got {text!r}')
+        raise argparse.ArgumentTypeError(f'width and height must be positive, got {text!r}')
     return w, h
-
-
-def resolution_arg(text: str) -> tuple[int, int]:
-    """``parse_resolution`` as an argparse ``type`` (its message shown as is)."""
-    import argparse
-    try:
-        return parse_resolution(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -194,4 +194,4 @@ class FaceCropper:
         if self._due() and self._worker.submit(frame, t):
             self._since_detection, self._detected_now = 0, True
             if keypoints is not None:
-                self._reference = keypoints.mean(axis=0)
+                self._reference = centroid

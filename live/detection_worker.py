@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -36,14 +35,9 @@ class DetectionWorker(Generic[R]):
         self._generation = 0
         self._closed = False
         self.runs = 0
-        self.last_ms = 0.0
         self.errors = 0
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
-
-    @property
-    def busy(self) -> bool:
-        return self._busy
 
     def submit(self, frame: np.ndarray, timestamp: float) -> bool:
         """Queue ``frame`` (not copied: the caller must not write to it afterwards) unless one is running."""
@@ -86,14 +80,12 @@ class DetectionWorker(Generic[R]):
                     return
                 frame, timestamp, generation = self._job
                 self._job = None
-            started = time.perf_counter()
             try:
                 result = self._detect(frame)
             except Exception:  # noqa: BLE001 - a failed detection is logged and counted, the thread lives on
                 log.exception('face detection failed')
                 self.errors += 1
                 result = None
-            self.last_ms = (time.perf_counter() - started) * 1000
             with self._cond:
                 self.runs += 1
                 if generation == self._generation:

@@ -21,8 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--keep-full-avatar', action='store_true', help='use the whole avatar image, no face crop')
     p.add_argument('--output', '-o', help='write the animated avatar to this video file')
     p.add_argument('--virtual-camera', action='store_true', help='send the output to a virtual camera')
-    p.add_argument('--vcam-size', default=(1280, 720), type=resolution_arg, help='virtual camera WIDTHxHEIGHT (square avatar '
-                                                           'pillarboxed), e.g. 1280x720 or 720x720')
+    p.add_argument('--vcam-size', default=(1280, 720), type=resolution_arg,
+                   help='virtual camera WIDTHxHEIGHT (square avatar pillarboxed), e.g. 1280x720 or 720x720')
     p.add_argument('--vcam-fps', type=float, default=30.0)
     p.add_argument('--camera-size', default=None, metavar='WxH', type=resolution_arg,
                    help='resolution to ask the camera for (default: 640x480 when the model runs on the CPU, '

@@ -30,8 +30,9 @@ def parse_gui_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument('--dtype', choices=('float32', 'float16', 'bfloat16'))
     p.add_argument('--config', help='model config name or YAML (default face-128)')
     p.add_argument('--checkpoint', help='model checkpoint (default: the bundled face-128 model)')
-    p.add_argument('--camera-size', metavar='WxH', type=resolution_arg, help='resolution to ask the camera for (default: 640x480 when '
-                                                       'the model runs on the CPU, 1280x720 on a GPU)')
+    p.add_argument('--camera-size', metavar='WxH', type=resolution_arg,
+                   help='resolution to ask the camera for (default: 640x480 when the model runs on the CPU, '
+                        '1280x720 on a GPU)')
     p.add_argument('--settings', help='keep settings in this INI file instead of the user settings')
     p.add_argument('--avatar-dir', help='folder for your avatars (default: the per-user app data folder)')
     p.add_argument('-v', '--verbose', action='store_true')
