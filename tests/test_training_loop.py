@@ -129,6 +129,22 @@ def test_original_checkpoint_resumes_at_next_epoch_with_its_lr(data, tmp_path):
     assert trainer.run().step == 3 * 2 + 0 * 1  # epochs 1 and 2, 3 steps each; step count restarts at 0
 
 
+def test_resume_follows_the_schedule_in_the_config_not_the_checkpoint(data, tmp_path, caplog):
+    """A schedule changed between runs takes effect: the saved MultiStepLR state must not bring back the old one."""
+    first = train(opts(tiny_config(data, num_epochs=3, epoch_milestones=[5]), tmp_path, epochs=1))
+    assert math.isclose(first.lr['generator'], 1e-3)  # no milestone reached
+    changed = tiny_config(data, num_epochs=3, epoch_milestones=[1, 2], lr_generator=2e-3)
+    trainer = Trainer(opts(changed, tmp_path, checkpoint=first.checkpoint))
+    assert trainer.start_epoch == 1
+    assert math.isclose(trainer.current_lr()['generator'], 2e-4)  # 2e-3 decayed once at epoch 1
+    assert math.isclose(trainer.current_lr()['kp_detector'], 1e-4)
+    assert 'replace [5] saved in the checkpoint' in caplog.text
+    result = trainer.run()
+    assert math.isclose(result.lr['generator'], lr_at(2e-3, [1, 2], 3))
+    saved = read_checkpoint(result.checkpoint)['scheduler_generator']
+    assert sorted(saved['milestones']) == [1, 2]
+
+
 def test_sigint_saves_a_complete_checkpoint(data, tmp_path):
     config = tiny_config(data, num_epochs=50)
     cfg_path = tmp_path / 'tiny.yaml'
