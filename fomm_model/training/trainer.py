@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import warnings
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -261,23 +260,17 @@ class Trainer:
         self.step = int(ckpt.get('step', 0))
         base = {'generator': self.tp['lr_generator'], 'kp_detector': self.tp['lr_kp_detector'],
                 'discriminator': self.tp['lr_discriminator']}
+        # the schedule follows the config, as in the original train.py: a changed one takes effect on resume
+        # (the saved scheduler state is only compared, since loading it would bring back its milestones)
         for name, sched in self.schedulers.items():
-            saved = ckpt.get(f'scheduler_{name}')
-            if saved is not None:
-                sched.load_state_dict(saved)
-                old = sorted(saved.get('milestones', {}))
-                if old != sorted(self.milestones) and self.is_main:
-                    # load_state_dict brings back the saved milestones; the config is what the user asked for
-                    log.warning("%s: epoch_milestones %s from the config replace %s saved in the checkpoint",
-                                name, sorted(self.milestones), old)
-            # the schedule always follows the config (as the original train.py), whatever the checkpoint saved
-            sched.milestones = Counter(self.milestones)
-            sched.base_lrs = [base[name]] * len(sched.base_lrs)
+            saved = sorted(ckpt.get(f'scheduler_{name}', {}).get('milestones', self.milestones))
+            if saved != sorted(self.milestones) and self.is_main:
+                log.warning("%s: epoch_milestones %s from the config replace %s saved in the checkpoint",
+                            name, sorted(self.milestones), saved)
             sched.last_epoch = self.start_epoch
             for group in self.optimizers[name].param_groups:
                 group['initial_lr'] = base[name]
                 group['lr'] = lr_at(base[name], self.milestones, self.start_epoch)
-            sched._last_lr = [g['lr'] for g in self.optimizers[name].param_groups]
         if self.is_main:
             log.info("resumed from %s: step %d, epoch %d, batch %d", path, self.step, self.start_epoch,
                      self.start_batch)
