@@ -258,19 +258,17 @@ class Trainer:
         else:  # an original checkpoint: 'epoch' is the last finished epoch; go on with the next one
             self.start_epoch, self.start_batch = int(ckpt.get('epoch', -1)) + 1, 0
         self.step = int(ckpt.get('step', 0))
-        base = {'generator': self.tp['lr_generator'], 'kp_detector': self.tp['lr_kp_detector'],
-                'discriminator': self.tp['lr_discriminator']}
         # the schedule follows the config, as in the original train.py: a changed one takes effect on resume
         # (the saved scheduler state is only compared, since loading it would bring back its milestones)
+        saved = sorted(ckpt.get('scheduler_generator', {}).get('milestones', self.milestones))
+        if saved != sorted(self.milestones) and self.is_main:
+            log.warning("epoch_milestones %s from the config replace %s saved in the checkpoint",
+                        sorted(self.milestones), saved)
         for name, sched in self.schedulers.items():
-            saved = sorted(ckpt.get(f'scheduler_{name}', {}).get('milestones', self.milestones))
-            if saved != sorted(self.milestones) and self.is_main:
-                log.warning("%s: epoch_milestones %s from the config replace %s saved in the checkpoint",
-                            name, sorted(self.milestones), saved)
             sched.last_epoch = self.start_epoch
-            for group in self.optimizers[name].param_groups:
-                group['initial_lr'] = base[name]
-                group['lr'] = lr_at(base[name], self.milestones, self.start_epoch)
+            for group, base_lr in zip(self.optimizers[name].param_groups, sched.base_lrs):  # config LRs
+                group['initial_lr'] = base_lr
+                group['lr'] = lr_at(base_lr, self.milestones, self.start_epoch)
         if self.is_main:
             log.info("resumed from %s: step %d, epoch %d, batch %d", path, self.step, self.start_epoch,
                      self.start_batch)
