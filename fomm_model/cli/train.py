@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--config', required=True, help='config name (e.g. face-128, vox-256) or YAML path')
     parser.add_argument('--log_dir', required=True, help='folder for checkpoints, log.txt, images, TensorBoard')
     parser.add_argument('--checkpoint', help='resume from this checkpoint (continues at the step after it)')
+    parser.add_argument('--init_from', help='start a new run from these weights (generator + kp detector); a '
+                                            'config with more keypoints grows them (fomm_model.training.warm_start)')
     parser.add_argument('--data', help='dataset root with train/ and test/ (overrides dataset_params.root_dir)')
     parser.add_argument('--max_steps', type=int, help='stop (and save) after this many optimiser steps in total')
     parser.add_argument('--epochs', type=int, help='override train_params.num_epochs')
@@ -56,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError('--max_steps must be >= 1')
     if args.num_workers < 0:
         raise CliError('--num_workers must be >= 0')
-    opts = TrainOptions(config=args.config, log_dir=args.log_dir, checkpoint=args.checkpoint, data=args.data,
+    opts = TrainOptions(config=args.config, log_dir=args.log_dir, checkpoint=args.checkpoint, init_from=args.init_from,
+                        data=args.data,
                         max_steps=args.max_steps, epochs=args.epochs, batch_size=args.batch_size,
                         num_repeats=args.num_repeats, seed=args.seed, device=args.device,
                         device_ids=args.device_ids, num_workers=args.num_workers, amp=args.amp,

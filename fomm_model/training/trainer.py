@@ -48,6 +48,7 @@ class TrainOptions:
     config: str | dict
     log_dir: str | Path
     checkpoint: str | Path | None = None
+    init_from: str | Path | None = None  # start from these weights (a new run; keypoints may be grown)
     data: str | Path | None = None
     max_steps: int | None = None
     epochs: int | None = None
@@ -238,6 +239,16 @@ class Trainer:
                                  pin_memory=self.device.type == 'cuda')
         self.logger = LossLogger(self.log_dir, tensorboard=opts.tensorboard) if self.is_main else None
         self.last_checkpoint: Path | None = None
+        if opts.init_from and not opts.checkpoint:
+            self._warm_start(opts.init_from)
+
+    def _warm_start(self, path) -> None:
+        from .warm_start import WarmStartError, warm_start
+        sample = [self.dataset.get(i)['source'] for i in range(min(len(self.dataset), 32))]
+        try:
+            warm_start(self.models, path, torch.stack(sample).to(self.device), seed=self.opts.seed)
+        except WarmStartError as exc:
+            raise TrainingError(str(exc)) from exc
 
     # ----- checkpoints -----
     def _resume(self, path) -> None:

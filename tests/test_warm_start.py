@@ -1,0 +1,54 @@
+"""Growing a trained model to more keypoints starts from the same function (fomm train --init_from)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fomm_model import build_models, load_checkpoint, load_config
+from fomm_model.training.video_frames import read_frames
+from fomm_model.training.warm_start import WarmStartError, warm_start
+
+BUNDLED = 'assets/models/face-128.pth.tar'
+
+
+@pytest.fixture(scope='module')
+def frames(shared_dir):
+    clips = sorted((shared_dir / 'data/faces/train').glob('*.mp4'))[::30][:4]
+    x = np.stack([read_frames(c, (128, 128))[0] for c in clips])
+    return torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255
+
+
+def predict(models, frames):
+    models.eval()
+    with torch.no_grad():
+        kp_s, kp_d = models.kp_detector(frames[:1]), models.kp_detector(frames[1:2])
+        return models.generator(frames[:1], kp_driving=kp_d, kp_source=kp_s)['prediction']
+
+
+def test_grown_model_computes_what_the_old_one_did(frames):
+    torch.manual_seed(0)
+    old = load_checkpoint(load_config('face-128'), BUNDLED, with_discriminator=False)
+    new = build_models(load_config('face-128-v2'), with_discriminator=False)
+    summary = warm_start(new, BUNDLED, frames, noise=0.0)
+    assert summary['keypoints'] == '10 -> 15' and len(summary['copied_keypoints']) == 5
+    kp_old, kp_new = old.kp_detector(frames), new.eval().kp_detector(frames)
+    torch.testing.assert_close(kp_new['value'][:, :10], kp_old['value'])
+    copies = summary['copied_keypoints']
+    torch.testing.assert_close(kp_new['value'][:, 10:], kp_old['value'][:, copies])
+    # copies are the lowest keypoints (mouth, jaw): nothing left out sits lower on average
+    mean_y = kp_old['value'][..., 1].mean(0)
+    assert mean_y[copies].min() >= max(mean_y[i] for i in range(10) if i not in copies)
+    assert (predict(new, frames) - predict(old, frames)).abs().max() < 1e-3
+    # with the default noise the copies move apart a little, and the output barely changes
+    noisy = build_models(load_config('face-128-v2'), with_discriminator=False)
+    warm_start(noisy, BUNDLED, frames)
+    moved = (noisy.eval().kp_detector(frames)['value'][:, 10:] - kp_old['value'][:, copies]).abs().max()
+    assert 0 < moved < 0.05
+    assert (predict(noisy, frames) - predict(old, frames)).abs().max() < 0.1
+
+
+def test_shrinking_or_other_widths_are_refused(frames, reference_dir):
+    small = build_models(load_config('face-128'), with_discriminator=False)
+    with pytest.raises(WarmStartError, match='only the keypoint count may differ'):
+        warm_start(small, reference_dir / 'tiny-128-checkpoint.pth.tar', frames)
