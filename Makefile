@@ -16,12 +16,14 @@ $(VENV)/bin/python:
 $(VENV)/.installed-live: $(VENV)/bin/python pyproject.toml
 	$(PY) -m pip install -q -e ".[live]"
 	$(PY) -m fomm_model.face_detection --fetch
+	$(PY) -m fomm_model.evaluation.landmarks --fetch
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/bin/python pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	$(PY) -m fomm_model.face_detection --fetch
 	$(PY) -m fomm_model.training.perceptual --fetch
+	$(PY) -m fomm_model.evaluation.landmarks --fetch
 	touch $@
 
 run: $(VENV)/.installed-live
