@@ -9,6 +9,7 @@ import sys
 SUBCOMMANDS = {
     'animate': 'fomm_model.cli.animate',
     'reconstruct': 'fomm_model.cli.reconstruct',
+    'evaluate': 'fomm_model.cli.evaluate',
     'crop': 'fomm_model.cli.crop',
     'train': 'fomm_model.cli.train',
 }

@@ -1,0 +1,178 @@
+"""Evaluate a model with face landmarks: reconstruction AKD and expression transfer across people, as JSON.
+
+Reconstruction: every test clip rebuilt from its first frame (absolute keypoints, as ``fomm reconstruct``);
+AKD = mean distance in pixels, at the model's frame size, between MediaPipe Face Mesh landmarks of the real and
+the rebuilt frames (the paper's face metric), with L1 and both scores' static baselines (first frame repeated).
+Transfer: every avatar animated by every clip (relative, adapt-scale, anchored on the first frame); per pair
+the Pearson correlation and amplitude ratio of mouth and eye opening between driver and output, how often the
+output has no face, and medians over pairs. Defaults: the bundled face-128 model, ../shared's test clips and
+avatars. Needs the landmark model once: python -m fomm_model.evaluation.landmarks --fetch
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from . import CliError
+from .reconstruct import find_videos, reconstruct_video
+from ..checkpoint import load_checkpoint
+from ..config import frame_size, load_config
+from ..defaults import DTYPES, parse_dtype, repo_root, resolve_model, select_device
+from ..video_io import IMAGE_EXTENSIONS, iter_video, read_image, resize_image
+
+MIN_FRAMES = 3
+
+
+def _shared() -> Path:
+    return Path(os.environ.get('FOMM_SHARED_DIR') or repo_root().parent / 'shared')
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--config', default=None, help='config name or YAML path (default: face-128)')
+    parser.add_argument('--checkpoint', default=None, help='checkpoint .pth.tar (default: the bundled face-128)')
+    parser.add_argument('--data', default=None, help='folder of driving / test videos (its test/ subfolder if '
+                                                     'present; default: ../shared/data/faces/test)')
+    parser.add_argument('--avatars', default=None, help='folder of avatar images (default: ../shared/data/avatars)')
+    parser.add_argument('--json', default=None, help='write the scores here (else only printed)')
+    parser.add_argument('--max_frames', type=int, default=None,
+                        help=f'use at most N frames per video (>= {MIN_FRAMES})')
+    parser.add_argument('--cpu', action='store_true', help='run on the CPU (default: CUDA if available)')
+    parser.add_argument('--dtype', choices=list(DTYPES), default='float32', help='inference precision')
+
+
+def _default_dir(given: str | None, relative: str, option: str) -> Path:
+    if given is not None:
+        return Path(given)
+    path = _shared() / relative
+    if not path.is_dir():
+        raise CliError(f'no {option} given and the default {path} does not exist: pass {option} DIR')
+    return path
+
+
+def _avatars(folder: Path, size: tuple[int, int]) -> dict[str, np.ndarray]:
+    if not folder.is_dir():
+        raise CliError(f'avatar folder not found: {folder}')
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise CliError(f'no avatar images in {folder} (expected {", ".join(IMAGE_EXTENSIONS)})')
+    return {p.name: resize_image(read_image(p), size) for p in files}
+
+
+def _landmarker():
+    from ..evaluation.landmarks import FaceLandmarker, LandmarkerUnavailable
+    try:
+        return FaceLandmarker()
+    except LandmarkerUnavailable as exc:
+        raise CliError(str(exc)) from None
+
+
+def _reconstruction_entry(name: str, frames: list[np.ndarray], animator, landmarker, real) -> dict:
+    from ..evaluation.metrics import average_keypoint_distance
+    from ..evaluation.transfer import measure_clip
+    l1, static, predictions = reconstruct_video(animator, frames)
+    akd = average_keypoint_distance(real.landmarks, measure_clip(landmarker, predictions).landmarks)
+    static_akd = average_keypoint_distance(real.landmarks, [real.landmarks[0]] * len(frames))
+    return {'video': name, **akd.as_dict(), 'akd_static': static_akd.akd,
+            'frames_scored_static': static_akd.frames_scored, 'l1': float(np.mean(l1)),
+            'l1_static': float(np.mean(static))}
+
+
+def _pooled(entries: list[dict], key: str, weight: str) -> float | None:
+    """Mean over all frames of all videos (as reconstruct's L1), from per-video means and frame counts."""
+    used = [e for e in entries if e[key] is not None and e[weight] > 0]
+    total = sum(e[weight] for e in used)
+    return float(sum(e[key] * e[weight] for e in used) / total) if total else None
+
+
+def _summarize_reconstruction(entries: list[dict]) -> dict:
+    frames = sum(e['frames'] for e in entries)
+    with_face = frames - sum(e['no_face_real'] for e in entries)
+    no_face_generated = sum(e['no_face_generated'] for e in entries)
+    return {
+        'akd': _pooled(entries, 'akd', 'frames_scored'),
+        'akd_static': _pooled(entries, 'akd_static', 'frames_scored_static'),
+        'frames': frames, 'frames_scored': sum(e['frames_scored'] for e in entries),
+        'no_face_real': frames - with_face, 'no_face_generated': no_face_generated,
+        'missing_keypoint_rate': no_face_generated / with_face if with_face else None,
+        'l1': _pooled(entries, 'l1', 'frames'), 'l1_static': _pooled(entries, 'l1_static', 'frames'),
+        'videos': entries,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.max_frames is not None and args.max_frames < MIN_FRAMES:
+        raise CliError(f'--max_frames must be >= {MIN_FRAMES} (correlations need a few frames)')
+    started = time.perf_counter()
+    config_name, checkpoint = resolve_model(args.config, args.checkpoint)
+    config = load_config(config_name)
+    size = frame_size(config)
+    videos = find_videos(_default_dir(args.data, 'data/faces/test', '--data'))
+    avatar_dir = _default_dir(args.avatars, 'data/avatars', '--avatars')
+    avatars = _avatars(avatar_dir, size)
+    landmarker = _landmarker()
+    from ..evaluation.transfer import animate_clip, make_animator, measure_clip, score_pair, summarize
+
+    device = select_device(args.cpu)
+    dtype = parse_dtype(args.dtype, device)
+    models = load_checkpoint(config, checkpoint, device=device, with_discriminator=False)
+    absolute = make_animator(models, relative=False, device=device, dtype=dtype)
+    relative = make_animator(models, relative=True, device=device, dtype=dtype)
+
+    reconstruction, pairs = [], []
+    progress = tqdm(total=len(videos) * (1 + len(avatars)), desc='evaluating', unit='run')
+    with landmarker, progress:
+        for video in videos:
+            frames = [resize_image(f, size) for f in iter_video(video, args.max_frames)]
+            if len(frames) < MIN_FRAMES:
+                raise CliError(f'{video} has {len(frames)} frames; evaluation needs at least {MIN_FRAMES}')
+            real = measure_clip(landmarker, frames)
+            progress.set_postfix_str(f'{video.name[:30]} reconstruction')
+            reconstruction.append(_reconstruction_entry(video.name, frames, absolute, landmarker, real))
+            progress.update()
+            for name, avatar in avatars.items():
+                progress.set_postfix_str(f'{video.name[:30]} x {name}')
+                output = measure_clip(landmarker, animate_clip(relative, avatar, frames))
+                pairs.append(score_pair(real, output, name, video.name))
+                progress.update()
+
+    transfer = summarize(pairs)
+    transfer['pair_scores'] = [p.as_dict() for p in pairs]
+    summary = {
+        'config': str(getattr(config, 'source', config_name)), 'checkpoint': str(checkpoint),
+        'data': str(videos[0].parent), 'avatars': str(avatar_dir), 'frame_size': list(size),
+        'max_frames': args.max_frames,
+        'landmarks': 'MediaPipe Face Mesh (face_landmark.tflite, 468 points) on LiteRT; AKD in pixels at frame_size',
+        'reconstruction': _summarize_reconstruction(reconstruction), 'transfer': transfer,
+        'seconds': round(time.perf_counter() - started, 1),
+    }
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(summary, indent=2) + '\n')
+    _print(summary, args.json)
+    return 0
+
+
+def _fmt(value: float | None, spec: str = '.3f') -> str:
+    return 'n/a' if value is None else format(value, spec)
+
+
+def _print(summary: dict, json_path: str | None) -> None:
+    rec, tr = summary['reconstruction'], summary['transfer']
+    print(f"reconstruction over {rec['frames']} frames of {len(rec['videos'])} videos: "
+          f"AKD {_fmt(rec['akd'], '.2f')} px (static {_fmt(rec['akd_static'], '.2f')}), "
+          f"no face in {rec['no_face_generated']} rebuilt frames, "
+          f"L1 {rec['l1']:.4f} (static {rec['l1_static']:.4f})")
+    for name in ('mouth', 'eyes'):
+        s = tr[name]
+        print(f"transfer {name}: median r {_fmt(s['r_median'], '.2f')}, median amplitude ratio "
+              f"{_fmt(s['ratio_median'], '.2f')} over {s['pairs_exercised']} pairs that move it")
+    print(f"transfer: {tr['pairs_passed']}/{tr['pairs']} pairs pass, median no-face rate "
+          f"{100 * (tr['no_face_rate_median'] or 0):.1f}%, overall {'PASS' if tr['passed'] else 'FAIL'}"
+          + (f' -> {json_path}' if json_path else '') + f" ({summary['seconds']} s)")

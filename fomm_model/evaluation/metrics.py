@@ -1,0 +1,120 @@
+"""Scores computed from landmarks: average keypoint distance (AKD) and how well a motion signal is transferred.
+
+AKD (Siarohin et al. 2019, section 4) is the mean distance between landmarks of real and generated frames;
+frames where either has no face are left out and counted instead (the paper's "missing keypoint rate" idea),
+so a model cannot improve its AKD by producing faces the landmark model gives up on.
+
+Transfer is judged per facial signal (mouth opening, eye opening) over a clip: the Pearson correlation says
+whether the output moves *when* the driver moves, the amplitude ratio (std of output / std of driver) says
+whether it moves *as much*. Correlation alone would pass an output that moves 1% as far; amplitude alone would
+pass one that moves at random.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+MIN_CORRELATION = 0.5
+AMPLITUDE_RANGE = (1 / 3, 3.0)   # output moves between a third and three times as far as the driver
+MAX_NO_FACE_RATE = 0.25          # more output frames without a face than this fails a pair
+MIN_FRAMES = 3                   # fewer frames with a face on both sides: no correlation is computed
+
+
+def keypoint_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean Euclidean distance between corresponding points of two (N, 2) arrays."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f'landmark arrays must have the same (N, 2) shape, got {a.shape} and {b.shape}')
+    return float(np.linalg.norm(a - b, axis=1).mean())
+
+
+@dataclass
+class AKD:
+    """AKD over the frames where both sides have a face; the frames left out are counted."""
+    akd: float | None
+    frames: int
+    frames_scored: int
+    no_face_real: int
+    no_face_generated: int    # among frames where the real one has a face: the missing keypoint count
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def average_keypoint_distance(real: Sequence[np.ndarray | None], generated: Sequence[np.ndarray | None]) -> AKD:
+    """AKD between two equally long sequences of landmarks (None = no face found in that frame)."""
+    if len(real) != len(generated):
+        raise ValueError(f'real and generated clips differ in length ({len(real)} vs {len(generated)} frames)')
+    distances = [keypoint_distance(r, g) for r, g in zip(real, generated) if r is not None and g is not None]
+    no_face_real = sum(r is None for r in real)
+    no_face_generated = sum(r is not None and g is None for r, g in zip(real, generated))
+    return AKD(float(np.mean(distances)) if distances else None, len(real), len(distances), no_face_real,
+               no_face_generated)
+
+
+def _constant(x: np.ndarray) -> bool:
+    # relative test: the mean of identical floats can differ from them in the last bit, so std is not exactly 0
+    return float(np.std(x)) <= 1e-9 * max(float(np.abs(x).max(initial=0.0)), 1e-12)
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Pearson correlation, or None when either side is constant (then it is undefined, not 0)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape or x.size < 2:
+        raise ValueError(f'need two equally long series of at least 2 values, got {x.shape} and {y.shape}')
+    if _constant(x) or _constant(y):
+        return None
+    return float(np.clip(np.corrcoef(x, y)[0, 1], -1.0, 1.0))
+
+
+def amplitude_ratio(driver: Sequence[float], output: Sequence[float]) -> float | None:
+    """std(output) / std(driver); None when the driver does not move at all."""
+    d, o = np.asarray(driver, dtype=np.float64), np.asarray(output, dtype=np.float64)
+    return None if _constant(d) else float(np.std(o)) / float(np.std(d))
+
+
+@dataclass
+class SignalScore:
+    """One signal (mouth or eyes) of one (avatar, driving clip) pair.
+
+    ``exercised``: the driver moved this feature enough (std >= the feature's threshold) for the scores to mean
+    something; a clip without a blink says nothing about eye transfer and does not count for or against it.
+    """
+    r: float | None
+    ratio: float | None
+    driver_std: float | None
+    output_std: float | None
+    frames: int
+    exercised: bool
+    passed: bool | None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def score_signal(driver: Sequence[float], output: Sequence[float], min_driver_std: float) -> SignalScore:
+    """Correlation and amplitude ratio over frames where both values are known (NaN = no face that frame)."""
+    d, o = np.asarray(driver, dtype=np.float64), np.asarray(output, dtype=np.float64)
+    if d.shape != o.shape or d.ndim != 1:
+        raise ValueError(f'driver and output signals must be equally long 1-D series, got {d.shape} and {o.shape}')
+    both = np.isfinite(d) & np.isfinite(o)
+    d, o = d[both], o[both]
+    n = int(both.sum())
+    if n < MIN_FRAMES:
+        return SignalScore(None, None, None, None, n, False, None)
+    r, ratio = pearson(d, o), amplitude_ratio(d, o)
+    exercised = float(np.std(d)) >= min_driver_std
+    passed = None
+    if exercised:
+        passed = (r is not None and r >= MIN_CORRELATION and ratio is not None
+                  and AMPLITUDE_RANGE[0] <= ratio <= AMPLITUDE_RANGE[1])
+    return SignalScore(r, ratio, float(np.std(d)), float(np.std(o)), n, exercised, passed)
+
+
+def median(values: Iterable[float | None]) -> float | None:
+    """Median of the known values (None when there are none)."""
+    known = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.median(known)) if known else None

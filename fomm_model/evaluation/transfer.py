@@ -1,0 +1,114 @@
+"""Expression transfer across people: animate avatars with other people's clips and compare the facial signals.
+
+Each (avatar, driving clip) pair is animated as ``fomm animate --relative --adapt_scale`` does, anchored on the
+first driving frame; mouth and eye opening are measured per frame on the driver and on the output and scored
+with :func:`~fomm_model.evaluation.metrics.score_signal`. An avatar that does not move scores an amplitude
+ratio of ~0 and fails, whatever the correlation.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..animation import Animator
+from ..models import Models
+from .landmarks import FaceLandmarker, eye_opening, mouth_opening
+from .metrics import AMPLITUDE_RANGE, MAX_NO_FACE_RATE, MIN_CORRELATION, SignalScore, median, score_signal
+
+SIGNALS = ('mouth', 'eyes')
+# Below these driver stds (in inter-ocular distances) a signal is "not exercised" by the clip. Measured on the
+# shared test clips at 128 px: speaking mouths move 0.018-0.068, blinking eyes 0.008-0.022, still eyes 0.002-0.003.
+MIN_DRIVER_STD = {'mouth': 0.015, 'eyes': 0.006}
+
+
+def make_animator(models: Models, relative: bool, device: torch.device | str = 'cpu',
+                  dtype: torch.dtype = torch.float32) -> Animator:
+    """The one place the evaluation builds an :class:`Animator`: relative mode comes with adapt-scale."""
+    return Animator(models, relative=relative, adapt_scale=relative, device=device, dtype=dtype,
+                    channels_last=True)
+
+
+def animate_clip(animator: Animator, source: np.ndarray, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """``source`` moved by ``frames`` relative to the first of them (uint8 frames at the model size)."""
+    animator.set_source(source)
+    animator.set_anchor(frames[0])
+    return [animator.animate(frame) for frame in frames]
+
+
+@dataclass
+class ClipMeasures:
+    """Per-frame landmarks and facial signals of one clip (NaN / None where no face was found)."""
+    landmarks: list[np.ndarray | None]
+    mouth: np.ndarray
+    eyes: np.ndarray
+
+    @property
+    def no_face_rate(self) -> float:
+        return sum(p is None for p in self.landmarks) / max(len(self.landmarks), 1)
+
+    def signal(self, name: str) -> np.ndarray:
+        return {'mouth': self.mouth, 'eyes': self.eyes}[name]
+
+
+def measure_clip(landmarker: FaceLandmarker, frames: Sequence[np.ndarray]) -> ClipMeasures:
+    """Landmarks, mouth opening and eye opening of every frame."""
+    landmarks = [landmarker.detect(frame) for frame in frames]
+    mouth = np.array([np.nan if p is None else mouth_opening(p) for p in landmarks])
+    eyes = np.array([np.nan if p is None else eye_opening(p) for p in landmarks])
+    return ClipMeasures(landmarks, mouth, eyes)
+
+
+@dataclass
+class PairScore:
+    """Transfer scores of one (avatar, driving clip) pair."""
+    avatar: str
+    video: str
+    frames: int
+    no_face_rate: float
+    signals: dict[str, SignalScore]
+
+    @property
+    def passed(self) -> bool:
+        """Every signal the driver exercised passed, at least one was exercised, and the face stayed found."""
+        exercised = [s for s in self.signals.values() if s.exercised]
+        return bool(exercised) and all(s.passed for s in exercised) and self.no_face_rate <= MAX_NO_FACE_RATE
+
+    def as_dict(self) -> dict:
+        return {'avatar': self.avatar, 'video': self.video, 'frames': self.frames,
+                'no_face_rate': self.no_face_rate, 'passed': self.passed,
+                **{name: score.as_dict() for name, score in self.signals.items()}}
+
+
+def score_pair(driver: ClipMeasures, output: ClipMeasures, avatar: str = '', video: str = '') -> PairScore:
+    """Compare the driver's signals with the output's, frame by frame."""
+    if len(driver.landmarks) != len(output.landmarks):
+        raise ValueError(f'driver and output differ in length ({len(driver.landmarks)} vs '
+                         f'{len(output.landmarks)} frames)')
+    signals = {name: score_signal(driver.signal(name), output.signal(name), MIN_DRIVER_STD[name])
+               for name in SIGNALS}
+    return PairScore(avatar, video, len(output.landmarks), output.no_face_rate, signals)
+
+
+def summarize(pairs: Sequence[PairScore]) -> dict:
+    """Medians over pairs (each signal over the pairs that exercised it) and the overall verdict.
+
+    The verdict is that of a median pair: every signal exercised by some pair has a median correlation and a
+    median amplitude ratio that would pass, and the median no-face rate is within bounds.
+    """
+    out: dict = {'pairs': len(pairs), 'pairs_passed': sum(p.passed for p in pairs),
+                 'no_face_rate_median': median(p.no_face_rate for p in pairs)}
+    verdicts = []
+    for name in SIGNALS:
+        used = [p.signals[name] for p in pairs if p.signals[name].exercised]
+        r = median(s.r if s.r is not None else -1.0 for s in used)   # an undefined r counts as a failure
+        ratio = median(s.ratio for s in used)
+        out[name] = {'pairs_exercised': len(used), 'r_median': r, 'ratio_median': ratio}
+        if used:
+            verdicts.append(r is not None and r >= MIN_CORRELATION and ratio is not None
+                            and AMPLITUDE_RANGE[0] <= ratio <= AMPLITUDE_RANGE[1])
+    no_face = out['no_face_rate_median']
+    out['passed'] = bool(verdicts) and all(verdicts) and no_face is not None and no_face <= MAX_NO_FACE_RATE
+    return out

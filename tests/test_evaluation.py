@@ -1,0 +1,185 @@
+"""``fomm evaluate`` and its parts on real clips, real avatars, the real landmark model and the bundled model."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cli_helpers import REPO, SHARED, fomm
+from fomm_model.evaluation.landmarks import (FaceLandmarker, LandmarkerUnavailable, NUM_LANDMARKS, eye_opening,
+                                             mouth_opening)
+from fomm_model.evaluation.metrics import (AKD, amplitude_ratio, average_keypoint_distance, pearson,
+                                           score_signal)
+from fomm_model.evaluation.transfer import (MIN_DRIVER_STD, animate_clip, make_animator, measure_clip,
+                                            score_pair, summarize)
+from fomm_model.video_io import read_image, read_video, resize_image
+
+SIZE = (128, 128)   # face-128, the size the evaluation measures at
+# A talking man: mouth nearly closed at frame 17, wide open (eyes half shut) at 28, closed again at 33
+# (checked by eye on the frames themselves).
+TALKING = SHARED / 'data/faces/test/dpe_s#misc__dpe_s.mp4'
+CLOSED_1, OPEN, CLOSED_2 = 17, 28, 33
+AVATAR = SHARED / 'data/avatars/mona_lisa.png'
+
+
+@pytest.fixture(scope='module')
+def landmarker():
+    with FaceLandmarker() as lm:
+        yield lm
+
+
+@pytest.fixture(scope='module')
+def talking() -> list[np.ndarray]:
+    frames, _ = read_video(TALKING, max_frames=36)
+    return [resize_image(f, SIZE) for f in frames]
+
+
+@pytest.fixture(scope='module')
+def talking_measures(landmarker, talking):
+    return measure_clip(landmarker, talking)
+
+
+def test_landmarks_on_a_real_face_and_none_on_blank_images(landmarker, talking):
+    points = landmarker.detect(talking[0])
+    assert points.shape == (NUM_LANDMARKS, 2)
+    assert (points > 0).all() and (points < SIZE[0]).all()
+    # anatomy: the eyes' outer corners lie above the inner lips, right eye (subject's) on the image's left
+    assert points[33, 0] < points[263, 0]
+    assert max(points[33, 1], points[263, 1]) < points[13, 1] - 10
+    assert landmarker.detect(np.zeros((*SIZE, 3), np.uint8)) is None
+    assert landmarker.detect(np.full((*SIZE, 3), 180, np.uint8)) is None
+
+
+def test_mouth_opening_rises_when_the_driver_opens_the_mouth(talking_measures):
+    mouth, eyes = talking_measures.mouth, talking_measures.eyes
+    assert mouth[OPEN] > mouth[CLOSED_1] + 0.1 and mouth[OPEN] > mouth[CLOSED_2] + 0.1
+    assert mouth[CLOSED_1] < 0.06 and mouth[CLOSED_2] < 0.06
+    assert eyes[OPEN] < 0.8 * eyes[CLOSED_1]   # he squints while opening wide
+
+
+def test_a_static_output_has_no_amplitude_and_fails(landmarker, talking_measures):
+    avatar = resize_image(read_image(AVATAR), SIZE)
+    static = measure_clip(landmarker, [avatar] * len(talking_measures.landmarks))
+    assert static.no_face_rate == 0
+    pair = score_pair(talking_measures, static, 'still', 'talking')
+    mouth = pair.signals['mouth']
+    assert mouth.exercised and mouth.ratio < 0.01 and mouth.r is None
+    assert mouth.passed is False and not pair.passed
+    assert summarize([pair])['passed'] is False
+
+
+def test_the_driver_against_itself_scores_r_one_and_ratio_one(talking_measures):
+    pair = score_pair(talking_measures, talking_measures)
+    for name in ('mouth', 'eyes'):
+        assert pair.signals[name].r == pytest.approx(1.0)
+        assert pair.signals[name].ratio == pytest.approx(1.0)
+    assert pair.signals['mouth'].exercised and pair.passed
+    summary = summarize([pair, pair])
+    assert summary['passed'] and summary['pairs_passed'] == 2 and summary['mouth']['r_median'] == pytest.approx(1)
+
+
+def _shifted(image: np.ndarray, dx: int) -> np.ndarray:
+    """The image moved ``dx`` pixels right, the left edge repeated."""
+    return np.concatenate([np.repeat(image[:, :1], dx, axis=1), image[:, :-dx]], axis=1)
+
+
+def test_akd_is_zero_against_itself_and_grows_with_a_shift(landmarker, talking):
+    frames = talking[:4]
+    real = [landmarker.detect(f) for f in frames]
+    assert average_keypoint_distance(real, real).akd == 0
+    akd = {dx: average_keypoint_distance(real, [landmarker.detect(_shifted(f, dx)) for f in frames]).akd
+           for dx in (3, 8)}
+    assert 2.0 < akd[3] < 4.0 and 6.5 < akd[8] < 9.5
+
+
+def test_akd_leaves_out_and_counts_frames_without_a_face():
+    a = np.zeros((5, 2))
+    result = average_keypoint_distance([a, a, None, a], [a + [3, 4], None, a, a])
+    assert result == AKD(akd=2.5, frames=4, frames_scored=2, no_face_real=1, no_face_generated=1)
+    with pytest.raises(ValueError, match='length'):
+        average_keypoint_distance([a], [a, a])
+
+
+def test_correlation_and_amplitude_on_known_series():
+    t = np.linspace(0, 6, 50)
+    assert pearson(np.sin(t), 0.3 * np.sin(t) + 1) == pytest.approx(1)
+    assert pearson(np.sin(t), -np.sin(t)) == pytest.approx(-1)
+    assert pearson(np.sin(t), np.full(50, 0.2)) is None            # undefined, not 0
+    assert amplitude_ratio(np.sin(t), 0.3 * np.sin(t)) == pytest.approx(0.3)
+    assert amplitude_ratio(np.full(50, 0.1), np.sin(t)) is None
+    # frames without a face (NaN) are left out; a driver that barely moves does not count either way
+    noisy = np.sin(t).copy()
+    noisy[::7] = np.nan
+    score = score_signal(noisy, np.sin(t), min_driver_std=0.1)
+    assert score.frames == 50 - len(range(0, 50, 7)) and score.r == pytest.approx(1) and score.passed
+    still = score_signal(0.001 * np.sin(t), np.sin(t), min_driver_std=0.1)
+    assert not still.exercised and still.passed is None
+
+
+@pytest.mark.slow
+def test_the_bundled_model_moves_a_face_with_its_own_clip(landmarker, talking, talking_measures):
+    """Same identity (source = first frame), relative mode: the rebuilt mouth follows the driver's."""
+    from fomm_model import load_checkpoint, load_config
+    models = load_checkpoint(load_config('face-128'), REPO / 'assets/models/face-128.pth.tar', device='cpu',
+                             with_discriminator=False)
+    output = animate_clip(make_animator(models, relative=True), talking[0], talking)
+    assert len(output) == len(talking) and output[0].shape == (*SIZE, 3) and output[0].dtype == np.uint8
+    pair = score_pair(talking_measures, measure_clip(landmarker, output))
+    mouth = pair.signals['mouth']
+    assert mouth.r > 0.6 and mouth.ratio > 0.4, mouth
+
+
+def test_landmarker_without_its_model_says_how_to_fetch_it(tmp_path):
+    with pytest.raises(LandmarkerUnavailable, match='--fetch'):
+        FaceLandmarker(model=tmp_path / 'missing.tflite')
+    broken = tmp_path / 'broken.tflite'
+    broken.write_bytes(b'not a model')
+    with pytest.raises(LandmarkerUnavailable, match='could not load'):
+        FaceLandmarker(model=broken)
+
+
+def test_openings_are_normalised_by_face_size(landmarker, talking):
+    points = landmarker.detect(talking[OPEN])
+    scaled = points * 2.5 + 7
+    assert mouth_opening(scaled) == pytest.approx(mouth_opening(points))
+    assert eye_opening(scaled) == pytest.approx(eye_opening(points))
+    assert MIN_DRIVER_STD['mouth'] > MIN_DRIVER_STD['eyes'] > 0
+
+
+@pytest.mark.slow
+def test_cli_evaluate_writes_json(tmp_path):
+    data, avatars = tmp_path / 'clips', tmp_path / 'avatars'
+    data.mkdir()
+    avatars.mkdir()
+    (data / TALKING.name).symlink_to(TALKING)
+    for name in ('mona_lisa.png', 'einstein.png'):
+        (avatars / name).symlink_to(SHARED / 'data/avatars' / name)
+    out = tmp_path / 'scores.json'
+    proc = fomm('evaluate', '--data', data, '--avatars', avatars, '--max_frames', 6, '--cpu', '--json', out,
+                timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    scores = json.loads(out.read_text())
+    rec, transfer = scores['reconstruction'], scores['transfer']
+    assert scores['frame_size'] == [128, 128] and rec['frames'] == 6 and rec['no_face_real'] == 0
+    assert rec['frames_scored'] == 6 and 0 < rec['akd'] < 10 and 0 < rec['akd_static'] < 10
+    assert 0 < rec['l1'] < 1 and rec['videos'][0]['video'] == TALKING.name
+    assert transfer['pairs'] == 2 and {p['avatar'] for p in transfer['pair_scores']} == {'mona_lisa.png',
+                                                                                         'einstein.png'}
+    for pair in transfer['pair_scores']:
+        assert pair['frames'] == 6 and 0 <= pair['no_face_rate'] <= 1
+        assert set(pair['mouth']) >= {'r', 'ratio', 'driver_std', 'output_std', 'exercised', 'passed'}
+    assert 'AKD' in proc.stdout and 'pairs pass' in proc.stdout
+
+
+def test_cli_evaluate_bad_input_is_a_clear_error(tmp_path, capsys):
+    """In-process (the same ``main`` the ``fomm`` command runs): each mistake exits 2 with a message."""
+    from fomm_model.cli import main
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    for args, message in [(['--max_frames', '2'], '--max_frames must be >= 3'),
+                          (['--data', str(SHARED / 'data/faces/test'), '--avatars', str(empty)], 'no avatar images'),
+                          (['--data', str(tmp_path / 'nowhere')], 'data folder not found'),
+                          (['--checkpoint', str(tmp_path / 'none.pth.tar')], 'checkpoint not found')]:
+        assert main(['evaluate', *args]) == 2, args
+        assert message in capsys.readouterr().err
