@@ -1,0 +1,1 @@
+"""Model evaluation with face landmarks: reconstruction AKD and expression transfer (``fomm evaluate``)."""
