@@ -180,6 +180,7 @@ def test_cli_evaluate_bad_input_is_a_clear_error(tmp_path, capsys):
     for args, message in [(['--max_frames', '2'], '--max_frames must be >= 3'),
                           (['--data', str(SHARED / 'data/faces/test'), '--avatars', str(empty)], 'no avatar images'),
                           (['--data', str(tmp_path / 'nowhere')], 'data folder not found'),
-                          (['--checkpoint', str(tmp_path / 'none.pth.tar')], 'checkpoint not found')]:
+                          (['--checkpoint', str(tmp_path / 'none.pth.tar')], 'checkpoint not found'),
+                          (['--json', str(tmp_path)], 'is a folder')]:
         assert main(['evaluate', *args]) == 2, args
         assert message in capsys.readouterr().err

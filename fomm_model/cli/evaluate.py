@@ -55,6 +55,20 @@ def _default_dir(given: str | None, relative: str, option: str) -> Path:
     return path
 
 
+def _json_path(given: str | None) -> Path | None:
+    """Checked before the long run, so a bad --json does not throw away its results at the end."""
+    if given is None:
+        return None
+    path = Path(given)
+    if path.is_dir():
+        raise CliError(f'--json {path} is a folder: give a file name, e.g. {path / "evaluation.json"}')
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f'--json: cannot create the folder for {path}: {exc}') from None
+    return path
+
+
 def _avatars(folder: Path, size: tuple[int, int]) -> dict[str, np.ndarray]:
     if not folder.is_dir():
         raise CliError(f'avatar folder not found: {folder}')
@@ -109,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_frames is not None and args.max_frames < MIN_FRAMES:
         raise CliError(f'--max_frames must be >= {MIN_FRAMES} (correlations need a few frames)')
     started = time.perf_counter()
+    json_path = _json_path(args.json)
     config_name, checkpoint = resolve_model(args.config, args.checkpoint)
     config = load_config(config_name)
     size = frame_size(config)
@@ -151,11 +166,9 @@ def run(args: argparse.Namespace) -> int:
         'reconstruction': _summarize_reconstruction(reconstruction), 'transfer': transfer,
         'seconds': round(time.perf_counter() - started, 1),
     }
-    if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(summary, indent=2) + '\n')
-    _print(summary, args.json)
+    if json_path is not None:
+        json_path.write_text(json.dumps(summary, indent=2) + '\n')
+    _print(summary, json_path)
     return 0
 
 
@@ -163,7 +176,7 @@ def _fmt(value: float | None, spec: str = '.3f') -> str:
     return 'n/a' if value is None else format(value, spec)
 
 
-def _print(summary: dict, json_path: str | None) -> None:
+def _print(summary: dict, json_path: Path | None) -> None:
     rec, tr = summary['reconstruction'], summary['transfer']
     print(f"reconstruction over {rec['frames']} frames of {len(rec['videos'])} videos: "
           f"AKD {_fmt(rec['akd'], '.2f')} px (static {_fmt(rec['akd_static'], '.2f')}), "
