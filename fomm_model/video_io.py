@@ -9,20 +9,25 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+
+from .output_paths import atomic_output
 
 log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = ('.mp4', '.mov', '.avi', '.mkv', '.webm', '.m4v', '.mpg', '.mpeg', '.gif')
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff')
+# what write_video writes: H.264 in these containers (.webm wants VP8/VP9, .mpg MPEG-2), GIF through Pillow
+VIDEO_WRITE_EXTENSIONS = ('.mp4', '.mov', '.mkv', '.m4v', '.avi', '.gif')
+AUDIO_WRITE_EXTENSIONS = ('.mp4', '.mov', '.mkv', '.m4v')  # AAC sound, cut to the video's length
 DEFAULT_FOLDER_FPS = 25.0  # a folder of frames carries no frame rate
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 class VideoReadError(ValueError):
@@ -31,6 +36,10 @@ class VideoReadError(ValueError):
 
 class ImageReadError(ValueError):
     """An image exists but cannot be decoded."""
+
+
+class VideoWriteError(ValueError):
+    """A video that cannot be written: a format we do not write, or an encoder that failed."""
 
 
 def _ffmpeg_exe() -> str:
@@ -195,50 +204,47 @@ def has_audio(path: str | os.PathLike) -> bool:
     return re.search(r'Stream #\d+:\d+.*: Audio:', proc.stderr) is not None
 
 
-def _tmp_beside(path: Path) -> Path:
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix='.' + path.stem + '.', suffix=path.suffix)
-    os.close(fd)
-    os.chmod(name, 0o666 & ~_UMASK)  # mkstemp makes 0600; results should get the usual permissions
-    return Path(name)
+def check_video_output(path: str | os.PathLike, audio: bool = False) -> None:
+    """Raise VideoWriteError unless :func:`write_video` can write ``path``'s format (with sound if ``audio``)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in VIDEO_WRITE_EXTENSIONS:
+        kind = f"'{suffix}' files" if suffix else 'a file without an extension'
+        raise VideoWriteError(f'cannot write {kind} as a video ({path}); use one of '
+                              f'{", ".join(VIDEO_WRITE_EXTENSIONS)}')
+    if audio and suffix not in AUDIO_WRITE_EXTENSIONS:
+        raise VideoWriteError(f'a {suffix} video cannot carry sound ({path}); use one of '
+                              f'{", ".join(AUDIO_WRITE_EXTENSIONS)}, or leave the sound out')
 
 
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float,
                 audio_from: str | os.PathLike | None = None, quality: float = 8.0) -> int:
-    """Write HxWx3 uint8 RGB frames (H.264 mp4 etc., or GIF by extension); return the frame count.
+    """Write HxWx3 uint8 RGB frames (H.264 in mp4/mov/mkv/m4v/avi, or GIF); return the frame count.
 
     ``audio_from``: a file whose first audio stream is copied into the result (re-encoded to AAC, cut to
     the video's length); if it has no audio, a warning is logged and the video is written silent.
-    The result appears atomically, so a failed run never leaves a half-written file under ``path``.
+    The result appears atomically (``output_paths.atomic_output``): a failed run, an encoder that dies or a
+    killed process never leaves a half-written file under ``path``, and an old file there stays as it was.
     """
     out = Path(path)
+    check_video_output(out, audio=audio_from is not None)
     if fps <= 0:
         raise ValueError(f'fps must be > 0, got {fps}')
-    if not out.parent.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
     if audio_from is not None:
         _existing(audio_from)
-    tmp = _tmp_beside(out)
-    try:
+    with atomic_output(out) as tmp:
         if out.suffix.lower() == '.gif':
-            n = _write_gif(tmp, frames, fps)
+            n = _write_gif(tmp, frames, fps, out)
         else:
-            n = _write_ffmpeg(tmp, frames, fps, quality)
+            n = _write_ffmpeg(tmp, frames, fps, quality, out)
         if n == 0:
             raise ValueError(f'no frames to write to {out}')
         if audio_from is not None:
             if has_audio(audio_from):
-                muxed = _tmp_beside(out)
-                try:
+                with atomic_output(tmp, fsync=False) as muxed:
                     _mux_audio(tmp, Path(audio_from), muxed)
-                    os.replace(muxed, tmp)
-                finally:
-                    muxed.unlink(missing_ok=True)
             else:
                 log.warning('%s has no audio track; %s is written without sound', audio_from, out)
-        os.replace(tmp, out)
-        return n
-    finally:
-        tmp.unlink(missing_ok=True)
+    return n
 
 
 def _check_frame(frame: np.ndarray, index: int, size: tuple[int, int] | None) -> np.ndarray:
@@ -250,35 +256,86 @@ def _check_frame(frame: np.ndarray, index: int, size: tuple[int, int] | None) ->
     return np.ascontiguousarray(arr)
 
 
-def _write_ffmpeg(path: Path, frames: Iterable[np.ndarray], fps: float, quality: float) -> int:
-    import imageio_ffmpeg
-    writer = None
+def _encode_command(path: Path, size: tuple[int, int], fps: float, quality: float) -> list[str]:
+    """ffmpeg reading raw RGB frames from stdin, writing H.264 yuv420p (plays everywhere)."""
+    h, w = size
+    cmd = [_ffmpeg_exe(), '-hide_banner', '-nostdin', '-loglevel', 'error', '-y', '-f', 'rawvideo',
+           '-pix_fmt', 'rgb24', '-s', f'{w}x{h}', '-r', str(Fraction(fps).limit_denominator()), '-i', '-', '-an',
+           '-c:v', 'libx264', '-pix_fmt', 'yuv420p', '-crf', str(int((1 - quality / 10) * 51))]
+    if w % 2 or h % 2:  # yuv420p needs even sizes: scale up by one pixel where odd
+        cmd += ['-vf', f'scale={w + w % 2}:{h + h % 2}']
+    return cmd + [str(path)]
+
+
+def _write_ffmpeg(path: Path, frames: Iterable[np.ndarray], fps: float, quality: float, target: Path) -> int:
+    """Pipe frames into ffmpeg; its exit status is checked, so an encoder that fails or dies is an error."""
+    proc = None
     n = 0
     size = None
-    try:
-        for frame in frames:
-            arr = _check_frame(frame, n, size)
-            if writer is None:
-                size = arr.shape[:2]
-                # libx264 + yuv420p plays everywhere; odd sizes are padded to even by macro_block_size=2
-                writer = imageio_ffmpeg.write_frames(str(path), (size[1], size[0]), fps=fps, codec='libx264',
-                                                     pix_fmt_out='yuv420p', quality=quality, macro_block_size=2,
-                                                     ffmpeg_log_level='error')
-                writer.send(None)
-            writer.send(arr)
-            n += 1
-    finally:
-        if writer is not None:
-            writer.close()
+    with tempfile.TemporaryFile() as errors:
+        try:
+            for frame in frames:
+                arr = _check_frame(frame, n, size)
+                if proc is None:
+                    size = arr.shape[:2]
+                    # own process group: Ctrl-C reaches Python, which then stops ffmpeg and removes the file
+                    proc = subprocess.Popen(_encode_command(path, size, fps, quality), stdin=subprocess.PIPE,
+                                            stdout=subprocess.DEVNULL, stderr=errors, start_new_session=True)
+                try:
+                    proc.stdin.write(arr.data)
+                except OSError:  # broken pipe: ffmpeg is gone
+                    raise _encoder_failed(proc, errors, target) from None
+                n += 1
+            if proc is not None:
+                try:
+                    proc.stdin.close()
+                except OSError:
+                    pass
+                if proc.wait() != 0:
+                    raise _encoder_failed(proc, errors, target)
+        finally:
+            if proc is not None:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                if not proc.stdin.closed:
+                    try:
+                        proc.stdin.close()
+                    except OSError:
+                        pass
     return n
 
 
-def _write_gif(path: Path, frames: Iterable[np.ndarray], fps: float) -> int:
+def _encoder_failed(proc: subprocess.Popen, errors, target: Path) -> VideoWriteError:
+    try:
+        code = proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        code = proc.wait()
+    errors.seek(0)
+    tail = ' '.join(errors.read().decode('utf-8', 'replace').split())[-600:]
+    if code < 0:
+        try:
+            how = f'was killed by {signal.Signals(-code).name} ({signal.strsignal(-code)})'
+        except ValueError:
+            how = f'was killed by signal {-code}'
+    else:
+        how = f'exited with code {code}'
+    return VideoWriteError(f'could not write video {target}: the ffmpeg encoder {how}'
+                           + (f' ({tail})' if tail else '') + f'. Nothing was written to {target} (an existing '
+                           f'file there is unchanged); check the free disk space and that the folder is writable.')
+
+
+def _write_gif(path: Path, frames: Iterable[np.ndarray], fps: float, target: Path) -> int:
     from PIL import Image
     images = [Image.fromarray(_check_frame(f, i, None)) for i, f in enumerate(frames)]
     if images:
-        images[0].save(path, format='GIF', save_all=True, append_images=images[1:],
-                       duration=int(round(1000 / fps)), loop=0)
+        try:
+            images[0].save(path, format='GIF', save_all=True, append_images=images[1:],
+                           duration=int(round(1000 / fps)), loop=0)
+        except OSError as exc:
+            raise VideoWriteError(f'could not write {target}: {exc}. Nothing was written to {target} (an '
+                                  f'existing file there is unchanged); check the free disk space.') from exc
     return len(images)
 
 
@@ -289,7 +346,7 @@ def _mux_audio(video: Path, audio_source: Path, out: Path) -> None:
            '-af', 'apad', '-shortest', str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, errors='replace')
     if proc.returncode != 0:
-        raise RuntimeError(f'ffmpeg could not add the audio of {audio_source}: {proc.stderr.strip()[-1000:]}')
+        raise VideoWriteError(f'ffmpeg could not add the audio of {audio_source}: {proc.stderr.strip()[-1000:]}')
 
 
 def _pil_to_rgb(im) -> np.ndarray:

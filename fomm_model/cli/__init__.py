@@ -37,7 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     from ..config import ConfigError
     try:
         return int(args.run(args) or 0)
-    except (CliError, CheckpointError, ConfigError, FileNotFoundError, ValueError) as exc:
+    except (CliError, CheckpointError, ConfigError, ValueError) as exc:  # incl. OutputPathError, VideoWriteError
+        print(f'fomm {args.command}: error: {exc}', file=sys.stderr)
+        return 2
+    except OSError as exc:  # missing files, permissions, a full disk: the system's message names the file
         print(f'fomm {args.command}: error: {exc}', file=sys.stderr)
         return 2
     except KeyboardInterrupt:

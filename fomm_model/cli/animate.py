@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -18,7 +19,9 @@ from ..checkpoint import load_checkpoint
 from ..config import frame_size, load_config
 from ..defaults import DTYPES, parse_dtype, resolve_model, select_device
 from ..keypoints import pose_distance
-from ..video_io import has_audio, iter_video, read_image, resize_image, video_fps, write_video
+from ..output_paths import check_output_file
+from ..video_io import (AUDIO_WRITE_EXTENSIONS, VIDEO_WRITE_EXTENSIONS, has_audio, iter_video, read_image,
+                        resize_image, video_fps, write_video)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--checkpoint', default=None, help='checkpoint .pth.tar (default: the bundled face-128)')
     parser.add_argument('--source_image', required=True, help='image to animate (PNG/JPEG; alpha over white)')
     parser.add_argument('--driving_video', required=True, help='video (or GIF / folder of frames) to take motion from')
-    parser.add_argument('--result_video', default='result.mp4', help='output video (default: result.mp4)')
+    parser.add_argument('--result_video', default='result.mp4',
+                        help=f'output video, {"/".join(e[1:] for e in VIDEO_WRITE_EXTENSIONS)} (default: result.mp4)')
     parser.add_argument('--relative', action='store_true', help='relative keypoint motion (recommended)')
     parser.add_argument('--adapt_scale', action='store_true', help='adapt motion scale to the source face size')
     best = parser.add_mutually_exclusive_group()
@@ -49,9 +53,21 @@ def _read_driving(path: str, size: tuple[int, int]) -> list[np.ndarray]:
     return frames
 
 
+def _check_result_path(args: argparse.Namespace, checkpoint: Path, config_path: str) -> None:
+    """Before any work: a result path we can write, that is none of the inputs (an old result is replaced)."""
+    check_output_file(args.result_video, what='--result_video', extensions=VIDEO_WRITE_EXTENSIONS,
+                      inputs={'--source_image': args.source_image, '--driving_video': args.driving_video,
+                              '--checkpoint': checkpoint, '--config': config_path})
+    suffix = Path(args.result_video).suffix.lower()
+    if args.audio and suffix not in AUDIO_WRITE_EXTENSIONS:
+        raise CliError(f'--audio: a {suffix} video cannot carry sound; write one of '
+                       f'{", ".join(AUDIO_WRITE_EXTENSIONS)} or leave out --audio')
+
+
 def run(args: argparse.Namespace) -> int:
     config_name, checkpoint = resolve_model(args.config, args.checkpoint)
     config = load_config(config_name)
+    _check_result_path(args, checkpoint, config.source)
     size = frame_size(config)
     source = resize_image(read_image(args.source_image), size)
     fps = video_fps(args.driving_video)

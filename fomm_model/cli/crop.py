@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from . import CliError
 from ..face_detection import FaceBox, FaceDetector, FaceDetectorUnavailable, square_box
+from ..output_paths import check_not_input, check_output_dir
 from ..video_io import iter_video, resize_image, video_fps, write_video
 
 MAX_DETECT_SIDE = 640  # faces are found on frames downscaled to this, as the original does
@@ -130,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError('--iou_with_initial must be in [0, 1)')
     video = Path(args.input)
     fps = video_fps(video)
+    out_dir = check_output_dir(args.output, what='--output') if args.output else None  # before the slow part
     try:
         detector = FaceDetector(min_confidence=args.min_confidence)
     except FaceDetectorUnavailable as exc:
@@ -143,7 +145,6 @@ def run(args: argparse.Namespace) -> int:
         print(f'no face tube longer than {args.min_frames} frames in {video} (longest: {longest}); '
               f'lower --min_frames', file=sys.stderr)
         return 0
-    out_dir = Path(args.output) if args.output else None
     for k, tube in enumerate(kept):
         if args.training_framing:
             x, y, side = square_box(FaceBox(*tube.union, score=1.0), shape)
@@ -153,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
         name = f'{video.stem}_crop{k}.mp4' if out_dir else 'crop.mp4'
         print(ffmpeg_command(str(video), tube, fps, box, args.image_shape, name))
         if out_dir is not None:
+            check_not_input(out_dir / name, {'--input': video}, '--output')
             x, y, w, h = box
             # image_shape is given as ffmpeg's scale=W:H
             size = (args.image_shape[1], args.image_shape[0])

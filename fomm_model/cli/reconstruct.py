@@ -22,6 +22,7 @@ from ..animation import Animator, tensor_to_image
 from ..checkpoint import load_checkpoint
 from ..config import frame_size, load_config
 from ..defaults import DTYPES, parse_dtype, resolve_model, select_device
+from ..output_paths import atomic_write_text, check_not_input, check_output_dir, check_output_file
 from ..video_io import is_video_path, iter_video, resize_image, video_fps, write_video
 
 
@@ -67,6 +68,35 @@ def reconstruct_video(animator: Animator, frames: list[np.ndarray]) -> tuple[lis
     return l1, static, predictions
 
 
+def plan_outputs(videos: list[Path], out_dir: Path | None, json_arg: str | None,
+                 inputs: dict[str, Path | str]) -> tuple[list[Path | None], Path | None]:
+    """The side-by-side video of each input and the JSON path, checked before any work.
+
+    Refused: an output that is an input (e.g. ``--out`` pointing at the data folder), two videos that would be
+    written to one file (``a.mp4`` and ``a.mov``), and outputs that cannot be written.
+    """
+    inputs = {**inputs, **{f'input video {v}': v for v in videos}}
+    planned: list[Path | None] = [None] * len(videos)
+    if out_dir is not None:
+        check_output_dir(out_dir, what='--out')
+        seen: dict[Path, Path] = {}
+        for i, video in enumerate(videos):
+            path = out_dir / (Path(video.name).stem + '.mp4')
+            if path in seen:
+                raise CliError(f'--out: {seen[path].name} and {video.name} would both be written to {path}; '
+                               f'rename one of them')
+            if path.is_dir():
+                raise CliError(f'--out: {path} is a folder, so the result for {video.name} cannot be written there')
+            check_not_input(path, inputs, '--out')
+            seen[path] = video
+            planned[i] = path
+    json_path = Path(json_arg) if json_arg else (out_dir / 'reconstruction.json' if out_dir else None)
+    if json_path is not None:
+        outputs = {f'the result video for {v.name}': p for v, p in zip(videos, planned)}
+        check_output_file(json_path, what='--json', inputs={**inputs, **outputs})
+    return planned, json_path
+
+
 def _improvement(l1: float, static: float) -> float | None:
     return None if static == 0 else 1.0 - l1 / static
 
@@ -78,13 +108,15 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(config_name)
     size = frame_size(config)
     videos = find_videos(args.data)[:args.max_videos]
+    out_dir = Path(args.out) if args.out else None
+    planned, json_path = plan_outputs(videos, out_dir, args.json,
+                                      {'--checkpoint': checkpoint, '--config': config.source})
     device = select_device(args.cpu)
     models = load_checkpoint(config, checkpoint, device=device, with_discriminator=False)
     animator = Animator(models, relative=False, adapt_scale=False, device=device,
                         dtype=parse_dtype(args.dtype, device), channels_last=True)
-    out_dir = Path(args.out) if args.out else None
     results, all_l1, all_static = [], [], []
-    for video in tqdm(videos, desc='videos', unit='video'):
+    for video, out_path in zip(tqdm(videos, desc='videos', unit='video'), planned):
         frames = [resize_image(f, size) for f in iter_video(video, args.max_frames)]
         animator.kp_anchor = None  # absolute mode: no anchor, but never reuse one across videos
         l1, static, predictions = reconstruct_video(animator, frames)
@@ -94,9 +126,9 @@ def run(args: argparse.Namespace) -> int:
                  'l1_static': float(np.mean(static))}
         entry['improvement'] = _improvement(entry['l1'], entry['l1_static'])
         results.append(entry)
-        if out_dir is not None:
+        if out_path is not None:
             side_by_side = (np.concatenate([d, p], axis=1) for d, p in zip(frames, predictions))
-            write_video(out_dir / (Path(video.name).stem + '.mp4'), side_by_side, video_fps(video))
+            write_video(out_path, side_by_side, video_fps(video))
     summary = {
         'config': str(getattr(config, 'source', config_name)), 'checkpoint': str(checkpoint),
         'data': str(args.data), 'frame_size': list(size), 'num_videos': len(results), 'num_frames': len(all_l1),
@@ -109,10 +141,8 @@ def run(args: argparse.Namespace) -> int:
     summary['videos'] = results
     if not all(math.isfinite(r['l1']) for r in results):
         print('warning: some L1 values are not finite (NaN/inf): the checkpoint may be broken', file=sys.stderr)
-    json_path = Path(args.json) if args.json else (out_dir / 'reconstruction.json' if out_dir else None)
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(summary, indent=2) + '\n')
+        atomic_write_text(json.dumps(summary, indent=2) + '\n', json_path)
     width = max(len(r['video']) for r in results)
     for r in results:
         print(f"{r['video']:<{width}}  L1 {r['l1']:.4f}  static {r['l1_static']:.4f}")
