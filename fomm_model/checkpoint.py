@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import logging
-import os
 import pickle
-import tempfile
+import re
 import zipfile
 from pathlib import Path
 
@@ -12,6 +11,8 @@ import torch
 
 from .config import available_configs, config_name, load_config
 from .models import Models, build_models
+from .output_paths import atomic_output
+from .output_paths import atomic_write_bytes as _atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,10 @@ class CheckpointError(RuntimeError):
 
 class CheckpointMismatchError(CheckpointError):
     """A readable checkpoint whose weights do not fit the config's architecture."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A file holding pickled Python objects or code besides weights: refused, never executed."""
 
 
 def strip_prefixes(state_dict: dict) -> dict:
@@ -42,20 +47,49 @@ def strip_prefixes(state_dict: dict) -> dict:
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    """``torch.load`` with ``weights_only=True``, turning every failure into an actionable CheckpointError."""
+    """``torch.load`` with ``weights_only=True``, turning every failure into an actionable CheckpointError.
+
+    A file the safe loader refuses (it holds Python objects or code, which weights never need) is reported as
+    unsafe, distinct from a truncated or corrupt file; loading it another way is never suggested.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
-        raise CheckpointError(f"could not read checkpoint {path} ({path.stat().st_size} bytes): {exc}. The file is "
-                              f"truncated, corrupt or not a PyTorch checkpoint: download or copy it again.") from exc
+    except pickle.UnpicklingError as exc:
+        if _WEIGHTS_ONLY_REFUSAL in str(exc):
+            raise UnsafeCheckpointError(_unsafe_message(path, str(exc))) from None
+        raise CheckpointError(_corrupt_message(path, exc)) from exc
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+        raise CheckpointError(_corrupt_message(path, exc)) from exc
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
         found = sorted(ckpt)[:10] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{path} is not a first-order-model checkpoint: expected keys {REQUIRED_KEYS}, "
                               f"found {found}")
     return ckpt
+
+
+# how torch (2.4 and later) starts the message of a file its weights-only unpickler refuses to run
+_WEIGHTS_ONLY_REFUSAL = 'Weights only load failed'
+
+
+def _unsafe_message(path: Path, torch_message: str) -> str:
+    found = sorted(set(re.findall(r'GLOBAL ([\w.]+)', torch_message)))
+    if found:
+        what = f"Python objects or code ({', '.join(found)})"
+    else:
+        operand = re.search(r'Unsupported operand \d+', torch_message)
+        what = 'pickle instructions' + (f" ({operand.group(0).lower()})" if operand else '')
+    return (f"refused to load checkpoint {path} as unsafe: it contains {what} that a weights file never needs, "
+            f"and loading them could run code. It was not loaded. Use a checkpoint from a source you trust "
+            f"that holds only weights (the published .pth.tar files and those fomm train writes do).")
+
+
+def _corrupt_message(path: Path, exc: BaseException) -> str:
+    text = ' '.join(str(exc).split()) or type(exc).__name__
+    return (f"could not read checkpoint {path} ({path.stat().st_size} bytes): {text}. The file is truncated, "
+            f"corrupt or not a PyTorch checkpoint: download or copy it again.")
 
 
 def state_dict_mismatches(expected: dict, given: dict, limit: int = 5) -> list[str]:
@@ -82,6 +116,25 @@ def matching_configs(ckpt: dict) -> list[str]:
     return matches
 
 
+def fitting_state(module: torch.nn.Module, ckpt: dict, key: str, config: dict, path: str | Path) -> dict:
+    """``ckpt[key]`` without wrapper prefixes, checked to fit ``module``; the one place that explains a misfit.
+
+    Raises CheckpointMismatchError naming the config, the checkpoint, the first differing keys with both
+    shapes and, for the generator and kp detector, the shipped configs the checkpoint does fit.
+    """
+    state = strip_prefixes(ckpt[key])
+    problems = state_dict_mismatches(module.state_dict(), state)
+    if problems:
+        hint = ''
+        if key in REQUIRED_KEYS:
+            fits = matching_configs(ckpt)
+            hint = (f" The checkpoint fits the shipped config(s): {', '.join(fits)}." if fits else
+                    " No shipped config fits it; pass the config it was trained with.")
+        raise CheckpointMismatchError(f"checkpoint {path} does not fit config {config_name(config)} ({key}): "
+                                      + '; '.join(problems) + '.' + hint)
+    return state
+
+
 def load_checkpoint(config: dict | str, path: str | Path, device: str | torch.device = 'cpu',
                     with_discriminator: bool | None = None) -> Models:
     """Build the config's models and load a checkpoint into them, in eval mode.
@@ -94,16 +147,7 @@ def load_checkpoint(config: dict | str, path: str | Path, device: str | torch.de
     want_disc = with_discriminator is not False and 'discriminator' in ckpt
     models = build_models(config, with_discriminator=want_disc or bool(with_discriminator))
     for key, module in (('kp_detector', models.kp_detector), ('generator', models.generator)):
-        state = strip_prefixes(ckpt[key])
-        problems = state_dict_mismatches(module.state_dict(), state)
-        if problems:
-            fits = matching_configs(ckpt)
-            hint = (f" The checkpoint fits the shipped config(s): {', '.join(fits)}." if fits else
-                    " No shipped config fits it; pass the config it was trained with.")
-            raise CheckpointMismatchError(
-                f"checkpoint {path} does not fit config {config_name(config)} ({key}): "
-                + '; '.join(problems) + '.' + hint)
-        module.load_state_dict(state)
+        module.load_state_dict(fitting_state(module, ckpt, key, config, path))
     if models.discriminator is not None:
         state = strip_prefixes(ckpt.get('discriminator') or {})
         problems = state_dict_mismatches(models.discriminator.state_dict(), state)
@@ -120,30 +164,22 @@ def load_checkpoint(config: dict | str, path: str | Path, device: str | torch.de
 
 
 def atomic_write_bytes(data: bytes, path: str | Path) -> None:
-    """Write bytes through :func:`atomic_save`'s temp-file-and-rename, so readers never see a partial file."""
-    _atomic_write(path, lambda f: f.write(data))
+    """Write bytes through a temporary file and a rename (:mod:`fomm_model.output_paths`): never a partial file."""
+    _atomic_write_bytes(data, path)
 
 
 def atomic_save(obj, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename: never a half-written file."""
-    _atomic_write(path, lambda f: torch.save(obj, f))
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename: never a half-written file.
 
-
-def _atomic_write(path: str | Path, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + '.', suffix='.tmp', dir=path.parent)
+    Temporary files of earlier writers killed mid-save are removed first; a failed save keeps the old file
+    and raises CheckpointError (disk full, folder not writable).
+    """
     try:
-        with os.fdopen(fd, 'wb') as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a checkpoint is not a secret
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        with atomic_output(path) as tmp:
+            torch.save(obj, tmp)
+    except (OSError, RuntimeError) as exc:
+        raise CheckpointError(f"could not write checkpoint {path}: {' '.join(str(exc).split())}. Any earlier file "
+                              f"there was kept; check the free disk space and that the folder is writable.") from exc
 
 
 def save_checkpoint(path: str | Path, models: Models, optimizers: dict | None = None, epoch: int = 0,

@@ -10,7 +10,12 @@ CONFIG_PACKAGE = 'fomm_model.configs'
 
 
 class ConfigError(ValueError):
-    """A config that cannot be found or lacks a section the model needs."""
+    """A config that cannot be found, is not valid YAML (``path`` and ``line`` say where) or lacks a section."""
+
+    def __init__(self, message: str, path: str | Path | None = None, line: int | None = None):
+        super().__init__(message)
+        self.path = path
+        self.line = line
 
 
 class FommConfig(dict):
@@ -49,20 +54,43 @@ def load_config(name_or_path: str | Path | dict) -> FommConfig:
         config.source = getattr(name_or_path, 'source', '<dict>')
         return config
     path = resolve_config_path(name_or_path)
-    with open(path) as f:
-        raw = yaml.safe_load(f)
-    if not isinstance(raw, dict) or 'model_params' not in raw:
-        raise ConfigError(f"{path} is not a first-order-model config: it has no 'model_params' section")
+    raw = _read_yaml(path)
+    if not isinstance(raw, dict) or not isinstance(raw.get('model_params'), dict):
+        raise ConfigError(f"{path} is not a first-order-model config: it has no 'model_params' section", path)
     for section in ('common_params', 'kp_detector_params', 'generator_params'):
-        if section not in raw['model_params']:
-            raise ConfigError(f"{path}: model_params has no '{section}'")
-    dataset = raw.setdefault('dataset_params', {})
+        if not isinstance(raw['model_params'].get(section), dict):
+            raise ConfigError(f"{path}: model_params has no '{section}' section", path)
+    if raw.get('dataset_params') is None:
+        raw['dataset_params'] = {}
+    dataset = raw['dataset_params']
+    if not isinstance(dataset, dict):
+        raise ConfigError(f"{path}: dataset_params must be a section of 'key: value' lines, not {dataset!r}", path)
     if 'frame_shape' not in dataset and 'image_shape' in dataset:
         dataset['frame_shape'] = dataset['image_shape']
     dataset.setdefault('frame_shape', [256, 256, 3])
     config = FommConfig(raw)
     config.source = str(path)
     return config
+
+
+def _read_yaml(path: Path) -> object:
+    """Parse a YAML file; every way it can fail becomes a ConfigError naming the file (and line)."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            return yaml.safe_load(f)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ''
+        why = '; '.join(str(p) for p in (exc.context, exc.problem) if p)
+        raise ConfigError(f"{path}{where}: not valid YAML ({why}). Fix the file there (indentation, a missing ':' "
+                          f"or quote) or start from a shipped config: {', '.join(available_configs())}",
+                          path, mark.line + 1 if mark else None) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})", path) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text file; a config is a YAML text file", path) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}", path) from None
 
 
 def config_name(config: dict) -> str:
