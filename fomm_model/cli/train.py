@@ -2,7 +2,8 @@
 
 The dataset root holds train/ and test/ with one video per entry: a folder of frames, a video file, or a
 horizontal .png/.jpg strip. Checkpoints in the original layout go to LOG_DIR every checkpoint_freq epochs, at
-the end, at --max_steps and on Ctrl-C/SIGTERM; --checkpoint resumes exactly where one stopped.
+the end, at --max_steps and on Ctrl-C/SIGTERM; --checkpoint resumes exactly where one stopped. A LOG_DIR that
+holds another run's checkpoints is refused unless --overwrite (which deletes that run) is given.
 Multi-GPU: torchrun --nproc_per_node N -m fomm_model train --device cuda --device_ids 0,1,...
 """
 from __future__ import annotations
@@ -23,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--config', required=True, help='config name (e.g. face-128, vox-256) or YAML path')
     parser.add_argument('--log_dir', required=True, help='folder for checkpoints, log.txt, images, TensorBoard')
     parser.add_argument('--checkpoint', help='resume from this checkpoint (continues at the step after it)')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='start over in a LOG_DIR that holds checkpoints: deletes that run (checkpoints, '
+                             'log.txt, train-vis images, TensorBoard events) first')
     parser.add_argument('--init_from', help='start a new run from these weights (generator + kp detector); a '
                                             'config with more keypoints grows them (fomm_model.training.warm_start)')
     parser.add_argument('--data', help='dataset root with train/ and test/ (overrides dataset_params.root_dir)')
@@ -59,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     if args.num_workers < 0:
         raise CliError('--num_workers must be >= 0')
     opts = TrainOptions(config=args.config, log_dir=args.log_dir, checkpoint=args.checkpoint, init_from=args.init_from,
-                        data=args.data,
+                        overwrite=args.overwrite, data=args.data,
                         max_steps=args.max_steps, epochs=args.epochs, batch_size=args.batch_size,
                         num_repeats=args.num_repeats, seed=args.seed, device=args.device,
                         device_ids=args.device_ids, num_workers=args.num_workers, amp=args.amp,

@@ -9,6 +9,23 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+LOG_NAME = 'log.txt'
+TENSORBOARD_DIR = 'tensorboard'
+
+
+def remove_logs(log_dir: str | Path) -> list[Path]:
+    """Delete the loss logs a LossLogger wrote into ``log_dir`` (log.txt, TensorBoard event files), so a run
+    started over there (``fomm train --overwrite``) does not append to the previous run's curves."""
+    log_dir = Path(log_dir)
+    found = [log_dir / LOG_NAME] + sorted((log_dir / TENSORBOARD_DIR).glob('events.out.tfevents.*'))
+    removed = []
+    for path in found:
+        if path.is_file():
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
 def format_epoch_line(epoch: int, losses: dict[str, float]) -> str:
     """``00000003) perceptual - 1.23456; equivariance_value - 0.12345`` as the original Logger.log_scores."""
     return str(epoch).zfill(8) + ") " + "; ".join("%s - %.5f" % (k, v) for k, v in losses.items())
@@ -20,13 +37,13 @@ class LossLogger:
     def __init__(self, log_dir: str | Path, tensorboard: bool = True):
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.log_dir / 'log.txt'
+        self.path = self.log_dir / LOG_NAME
         self.steps: list[dict[str, float]] = []
         self.writer = None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-                self.writer = SummaryWriter(str(self.log_dir / 'tensorboard'))
+                self.writer = SummaryWriter(str(self.log_dir / TENSORBOARD_DIR))
             except Exception as exc:  # tensorboard not installed or broken: log.txt still works
                 log.info("TensorBoard logging disabled (%s)", exc)
 

@@ -21,18 +21,20 @@ import yaml
 from torch.optim.lr_scheduler import MultiStepLR
 from torch.utils.data import DataLoader
 
-from ..checkpoint import atomic_save, read_checkpoint, strip_prefixes
+from ..checkpoint import atomic_save, fitting_state, read_checkpoint
 from ..config import load_config
 from ..models import build_models
+from ..output_paths import atomic_write_text, check_output_dir, remove_stale_temp_files, same_file
 from .dataset import EpochSampler, FramesDataset
 from .full_model import DiscriminatorFullModel, GeneratorFullModel, loss_weights
-from .logger import LossLogger
+from .logger import LossLogger, remove_logs
 from .perceptual import load_perceptual_net
 from .visualizer import save_grid
 
 log = logging.getLogger(__name__)
 
 
+CHECKPOINT_GLOB = '*-checkpoint.pth.tar'  # what Trainer.save writes: '<zero-padded epoch>-checkpoint.pth.tar'
 SHORT = {'perceptual': 'perc', 'equivariance_value': 'eq_val', 'equivariance_jacobian': 'eq_jac',
          'feature_matching': 'fm', 'gen_gan': 'g_gan', 'disc_gan': 'd_gan', 'l1': 'l1'}
 
@@ -49,6 +51,7 @@ class TrainOptions:
     log_dir: str | Path
     checkpoint: str | Path | None = None
     init_from: str | Path | None = None  # start from these weights (a new run; keypoints may be grown)
+    overwrite: bool = False  # start over in a log_dir holding another run: delete that run's files first
     data: str | Path | None = None
     max_steps: int | None = None
     epochs: int | None = None
@@ -139,7 +142,7 @@ def resolve_device(opts: TrainOptions, local_rank: int, world: int) -> torch.dev
 
 def apply_overrides(config: dict, opts: TrainOptions) -> dict:
     for section in ('train_params', 'dataset_params'):
-        if section not in config:
+        if not isinstance(config.get(section), dict):
             raise TrainingError(f"config {getattr(config, 'source', '')} has no '{section}' section: "
                                 f"start from a shipped training config such as vox-256 or face-128")
     tp, dp = config['train_params'], config['dataset_params']
@@ -156,6 +159,12 @@ def apply_overrides(config: dict, opts: TrainOptions) -> dict:
                 raise TrainingError(f"--{key.replace('num_', '') if key != 'num_repeats' else key} must be >= 1")
             tp[key] = int(value)
     return config
+
+
+def run_checkpoints(log_dir: str | Path) -> list[Path]:
+    """The checkpoints a run wrote into ``log_dir``, oldest first (names are zero-padded epochs)."""
+    log_dir = Path(log_dir)
+    return sorted(log_dir.glob(CHECKPOINT_GLOB)) if log_dir.is_dir() else []
 
 
 def lr_at(base: float, milestones: list[int], epoch: int, gamma: float = 0.1) -> float:
@@ -178,6 +187,9 @@ class Trainer:
         self.weights = loss_weights(self.tp)
         self.use_gan = self.weights['generator_gan'] != 0
         self.log_dir = Path(opts.log_dir)
+        if self.is_main:
+            remove_stale_temp_files(self.log_dir)  # of a save killed mid-write (kill -9); logged
+        self._check_log_dir()
         torch.manual_seed(opts.seed)
 
         self.models = build_models(self.config)
@@ -237,10 +249,12 @@ class Trainer:
         self.loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=self.sampler, drop_last=True,
                                  num_workers=opts.num_workers, persistent_workers=opts.num_workers > 0,
                                  pin_memory=self.device.type == 'cuda')
-        self.logger = LossLogger(self.log_dir, tensorboard=opts.tensorboard) if self.is_main else None
         self.last_checkpoint: Path | None = None
         if opts.init_from and not opts.checkpoint:
             self._warm_start(opts.init_from)
+        if self.is_main and opts.overwrite:  # only now: every check above has passed
+            self._clear_previous_run()
+        self.logger = LossLogger(self.log_dir, tensorboard=opts.tensorboard) if self.is_main else None
 
     def _warm_start(self, path) -> None:
         from .warm_start import WarmStartError, warm_start
@@ -251,11 +265,48 @@ class Trainer:
             raise TrainingError(str(exc)) from exc
 
     # ----- checkpoints -----
+    def _check_log_dir(self) -> None:
+        """Refuse to write over another run's checkpoints; resuming one of this folder's own is fine."""
+        check_output_dir(self.log_dir, what='--log_dir')
+        existing = run_checkpoints(self.log_dir)
+        resume = Path(self.opts.checkpoint) if self.opts.checkpoint else None
+        continuing = resume is not None and same_file(resume.parent, self.log_dir)
+        if continuing and self.opts.overwrite:
+            raise TrainingError(f"--overwrite would delete {resume}, the checkpoint --checkpoint resumes; leave out "
+                                f"--overwrite to continue that run")
+        if not existing or self.opts.overwrite:
+            return
+        if continuing:
+            later = [p.name for p in existing if p.name > resume.name]
+            if later and self.is_main:
+                log.warning("resuming %s: the later checkpoint(s) %s in %s will be replaced as this run reaches "
+                            "them", resume, ', '.join(later), self.log_dir)
+            return
+        newest = existing[-1]
+        doing = (f"resuming {resume} there" if resume else
+                 "a new run from --init_from there" if self.opts.init_from else "a new run there")
+        raise TrainingError(
+            f"{self.log_dir} already holds the checkpoints of another run (newest: {newest}), and {doing} would "
+            f"overwrite them. To continue that run: --checkpoint {newest}. To start over, deleting it: --overwrite. "
+            f"Or choose another --log_dir.")
+
+    def _clear_previous_run(self) -> None:
+        """``--overwrite``: delete what an earlier run wrote into log_dir (only the names this trainer writes)."""
+        checkpoints = run_checkpoints(self.log_dir)
+        images = sorted((self.log_dir / 'train-vis').glob('*-rec.png'))
+        for path in checkpoints + images:
+            path.unlink()
+        logs = remove_logs(self.log_dir)
+        if checkpoints or images or logs:
+            log.warning("--overwrite: deleted the previous run in %s: %d checkpoint(s)%s, %d image(s), %d log "
+                        "file(s)", self.log_dir, len(checkpoints),
+                        f" (newest {checkpoints[-1].name})" if checkpoints else '', len(images), len(logs))
+
     def _resume(self, path) -> None:
         ckpt = read_checkpoint(path)
         for name, module in self.models.modules().items():
-            if name in ckpt:
-                module.load_state_dict(strip_prefixes(ckpt[name]))
+            if name in ckpt:  # a checkpoint of another config fails here with the same message animate gives
+                module.load_state_dict(fitting_state(module, ckpt, name, self.config, path))
             elif name != 'discriminator':
                 raise TrainingError(f"checkpoint {path} has no '{name}' weights")
         for name, opt in self.optimizers.items():
@@ -365,14 +416,44 @@ class Trainer:
         return {k: o.param_groups[0]['lr'] for k, o in self.optimizers.items()}
 
     # ----- loop -----
+    def nothing_to_train(self) -> str | None:
+        """Why a resumed run is already done (at --max_steps, or past the last epoch), else None."""
+        where = f"{self.opts.checkpoint} is at" if self.opts.checkpoint else "the run is at"
+        if self.opts.max_steps is not None and self.step >= self.opts.max_steps:
+            return (f"{where} step {self.step} and --max_steps is {self.opts.max_steps}: nothing to train; "
+                    f"raise --max_steps to go on")
+        if self.start_epoch >= int(self.tp['num_epochs']):
+            return (f"{where} epoch {self.start_epoch}, past the last of the config's {self.tp['num_epochs']} "
+                    f"epochs: nothing to train; raise --epochs to go on")
+        return None
+
     def run(self) -> TrainResult:
+        """Train until the config's last epoch, --max_steps or a signal; a run already done trains nothing."""
+        done = self.nothing_to_train()
+        if done is not None:
+            if self.is_main:
+                log.warning("%s", done)
+            self.last_checkpoint = Path(self.opts.checkpoint) if self.opts.checkpoint else None
+            epoch, history, interrupted = self.start_epoch, [], False
+        else:
+            epoch, history, interrupted = self._loop()
+        if self.logger is not None:
+            self.logger.close()
+        if self.world > 1 and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
+        if interrupted and self.is_main:
+            log.warning("stopped by signal; checkpoint %s", self.last_checkpoint)
+        return TrainResult(self.step, epoch, self.last_checkpoint, self.current_lr(),
+                           history, interrupted)
+
+    def _loop(self) -> tuple[int, list[dict[str, float]], bool]:
+        """The epochs and steps; returns (next epoch, per-epoch mean losses, stopped by a signal)."""
         num_epochs = int(self.tp['num_epochs'])
         freq = int(self.tp.get('checkpoint_freq', 50))
         max_steps = self.opts.max_steps
         if self.is_main:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.log_dir / 'config.yaml', 'w') as f:
-                yaml.safe_dump(dict(self.config), f, sort_keys=False)
+            atomic_write_text(yaml.safe_dump(dict(self.config), sort_keys=False), self.log_dir / 'config.yaml')
         history: list[dict[str, float]] = []
         interrupted = False
         epoch, batch_in_epoch = self.start_epoch, self.start_batch
@@ -419,15 +500,7 @@ class Trainer:
                 if stop_now:
                     interrupted = stop.signum is not None
                     break
-        if self.logger is not None:
-            self.logger.close()
-        if self.world > 1 and torch.distributed.is_initialized():
-            torch.distributed.barrier()
-            torch.distributed.destroy_process_group()
-        if interrupted and self.is_main:
-            log.warning("stopped by signal; checkpoint %s", self.last_checkpoint)
-        return TrainResult(self.step, epoch, self.last_checkpoint, self.current_lr(),
-                           history, interrupted)
+        return epoch, history, interrupted
 
     def _progress(self, epoch: int, num_epochs: int, total: int, initial: int):
         if not (self.is_main and self.opts.progress):
@@ -442,4 +515,4 @@ def train(opts: TrainOptions) -> TrainResult:
     return Trainer(opts).run()
 
 
-__all__ = ['TrainOptions', 'TrainResult', 'Trainer', 'TrainingError', 'train', 'lr_at']
+__all__ = ['TrainOptions', 'TrainResult', 'Trainer', 'TrainingError', 'train', 'lr_at', 'run_checkpoints']
