@@ -110,8 +110,9 @@ def temp_path_beside(target: PathLike) -> Path:
     pick a format by extension still work) and lets :func:`remove_stale_temp_files` recognise orphans.
     """
     target = Path(target)
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f'.{target.name}{TEMP_MARK}{os.getpid()}-',
-                                suffix=target.suffix)
+    # a long target name is cut so the temporary name stays within the usual 255-byte limit
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f'.{target.name[:180]}{TEMP_MARK}{os.getpid()}-',
+                                suffix=target.suffix[:20])
     os.close(fd)
     return Path(name)
 
