@@ -78,3 +78,50 @@ def test_release_keeps_only_inference_weights_in_half(tiny, tmp_path):
     assert ckpt['generator']['final.weight'].dtype == torch.float16
     models = load_checkpoint(config, tmp_path / 'small.pth.tar')
     assert models.discriminator is None and models.generator.final.weight.dtype == torch.float32
+
+
+class _Code:
+    """Pickles as a call of os.system: what a malicious checkpoint carries."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return (os.system, (f'touch {self.marker}',))
+
+
+def test_code_or_objects_in_a_checkpoint_are_refused_as_unsafe_not_corrupt(tiny, tmp_path):
+    import numpy as np
+    from fomm_model.checkpoint import UnsafeCheckpointError
+    config, path = tiny
+    ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    marker = tmp_path / 'ran'
+    torch.save({**ckpt, 'epoch': _Code(marker)}, tmp_path / 'code.pth.tar')
+    torch.save({**ckpt, 'epoch': np.zeros(3)}, tmp_path / 'numpy.pth.tar')
+    for name, culprit in (('code.pth.tar', 'posix.system'), ('numpy.pth.tar', 'numpy')):
+        with pytest.raises(UnsafeCheckpointError) as err:
+            load_checkpoint(config, tmp_path / name)
+        message = str(err.value)
+        assert 'unsafe' in message and culprit in message and 'weights_only' not in message
+        assert 'truncated' not in message
+    assert not marker.exists()
+
+
+class _DiskFull:
+    def __reduce__(self):
+        raise OSError(28, 'No space left on device')
+
+
+def test_atomic_save_keeps_the_old_file_when_the_save_fails(tmp_path):
+    from fomm_model.checkpoint import atomic_save
+    from fomm_model.output_paths import temp_files
+    path = tmp_path / 'model.pth.tar'
+    atomic_save({'a': torch.ones(2)}, path)
+    before = path.read_bytes()
+    with pytest.raises(CheckpointError, match='could not write checkpoint .*No space left on device'):
+        atomic_save({'a': torch.zeros(2), 'disk': _DiskFull()}, path)  # fails mid-save
+    assert path.read_bytes() == before and not temp_files(tmp_path)
+    (tmp_path / 'sub').write_text('a file where the folder should be')
+    with pytest.raises(CheckpointError, match='could not write checkpoint'):
+        atomic_save({'a': torch.ones(2)}, tmp_path / 'sub' / 'x.pth.tar')

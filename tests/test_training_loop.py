@@ -14,7 +14,8 @@ import pytest
 import torch
 import yaml
 
-from fomm_model.checkpoint import load_checkpoint, read_checkpoint
+from fomm_model.checkpoint import CheckpointMismatchError, load_checkpoint, read_checkpoint
+from fomm_model.output_paths import temp_files
 from fomm_model.training.perceptual import (ONet, PerceptualWeightsError, Vgg19, fetch_onet, find_onet_weights,
                                             load_perceptual_net, load_vgg19)
 from fomm_model.training.synthetic import make_dataset
@@ -163,7 +164,7 @@ def test_sigint_saves_a_complete_checkpoint(data, tmp_path):
     saved = sorted(log_dir.glob('*-checkpoint.pth.tar'))
     ckpt = read_checkpoint(saved[-1])
     assert ckpt['step'] >= 3 and 'optimizer_kp_detector' in ckpt
-    assert not list(log_dir.glob('*.tmp'))  # atomic save leaves no partial file behind
+    assert not temp_files(log_dir)  # atomic save leaves no partial file behind
     resumed = Trainer(opts(config, tmp_path / 'sig2', checkpoint=saved[-1]))
     assert resumed.step == ckpt['step']
 
@@ -240,3 +241,27 @@ def test_cpu_bf16_autocast_steps_are_finite_and_learn(data, tmp_path):
 def test_fp16_amp_on_cpu_is_refused(data, tmp_path):
     with pytest.raises(TrainingError, match='bf16'):
         Trainer(opts(tiny_config(data), tmp_path / 'run', amp='fp16'))
+
+
+def test_a_finished_run_resumed_trains_nothing_and_says_why(data, tmp_path, caplog):
+    config = tiny_config(data, num_epochs=1, num_repeats=2)  # one epoch of 3 steps
+    config['train_params']['loss_weights']['perceptual'] = [0, 0, 0, 0, 0]
+    done = train(opts(config, tmp_path / 'run'))
+    assert done.step == 3
+    before = done.checkpoint.read_bytes()
+    for extra, reason in (({}, 'past the last of the config'), ({'max_steps': 3}, '--max_steps is 3')):
+        again = train(opts(config, tmp_path / 'run', checkpoint=done.checkpoint, **extra))
+        assert again.step == 3 and again.checkpoint == done.checkpoint
+        assert reason in caplog.text and 'nothing to train' in caplog.text
+        caplog.clear()
+    assert done.checkpoint.read_bytes() == before
+    # one step below the limit trains exactly that step
+    part = train(opts(config, tmp_path / 'part', max_steps=1))
+    assert train(opts(config, tmp_path / 'part', checkpoint=part.checkpoint, max_steps=2)).step == 2
+
+
+def test_resuming_a_checkpoint_of_another_config_says_which_config_fits(data, tmp_path):
+    from fomm_model import build_models, save_checkpoint
+    save_checkpoint(tmp_path / 'face.pth.tar', build_models('face-128'))
+    with pytest.raises(CheckpointMismatchError, match='fits the shipped config.s.: face-128'):
+        Trainer(opts(tiny_config(data), tmp_path / 'run', checkpoint=tmp_path / 'face.pth.tar'))
