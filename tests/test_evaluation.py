@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -173,14 +174,19 @@ def test_cli_evaluate_writes_json(tmp_path):
 
 
 def test_cli_evaluate_bad_input_is_a_clear_error(tmp_path, capsys):
-    """In-process (the same ``main`` the ``fomm`` command runs): each mistake exits 2 with a message."""
+    """In-process (the same ``main`` the ``fomm`` command runs): each mistake exits 2 with a message. The
+    output checks get an empty avatar folder too, so a regression fails fast instead of running everything."""
     from fomm_model.cli import main
     empty = tmp_path / 'empty'
     empty.mkdir()
+    checkpoint = tmp_path / 'model.pth.tar'
+    shutil.copyfile(REPO / 'assets/models/face-128.pth.tar', checkpoint)
     for args, message in [(['--max_frames', '2'], '--max_frames must be >= 3'),
                           (['--data', str(SHARED / 'data/faces/test'), '--avatars', str(empty)], 'no avatar images'),
                           (['--data', str(tmp_path / 'nowhere')], 'data folder not found'),
                           (['--checkpoint', str(tmp_path / 'none.pth.tar')], 'checkpoint not found'),
-                          (['--json', str(tmp_path)], 'is a folder')]:
+                          (['--json', str(tmp_path), '--avatars', str(empty)], 'is a folder'),
+                          (['--checkpoint', str(checkpoint), '--json', str(checkpoint), '--avatars', str(empty)],
+                           'same file as --checkpoint')]:
         assert main(['evaluate', *args]) == 2, args
         assert message in capsys.readouterr().err

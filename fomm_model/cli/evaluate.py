@@ -24,6 +24,7 @@ from .reconstruct import find_videos, reconstruct_video
 from ..checkpoint import load_checkpoint
 from ..config import frame_size, load_config
 from ..defaults import DTYPES, parse_dtype, repo_root, resolve_model, select_device
+from ..output_paths import atomic_write_text, check_output_file
 from ..video_io import IMAGE_EXTENSIONS, iter_video, read_image, resize_image
 
 MIN_FRAMES = 3
@@ -52,20 +53,6 @@ def _default_dir(given: str | None, relative: str, option: str) -> Path:
     path = _shared() / relative
     if not path.is_dir():
         raise CliError(f'no {option} given and the default {path} does not exist: pass {option} DIR')
-    return path
-
-
-def _json_path(given: str | None) -> Path | None:
-    """Checked before the long run, so a bad --json does not throw away its results at the end."""
-    if given is None:
-        return None
-    path = Path(given)
-    if path.is_dir():
-        raise CliError(f'--json {path} is a folder: give a file name, e.g. {path / "evaluation.json"}')
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CliError(f'--json: cannot create the folder for {path}: {exc}') from None
     return path
 
 
@@ -123,9 +110,11 @@ def run(args: argparse.Namespace) -> int:
     if args.max_frames is not None and args.max_frames < MIN_FRAMES:
         raise CliError(f'--max_frames must be >= {MIN_FRAMES} (correlations need a few frames)')
     started = time.perf_counter()
-    json_path = _json_path(args.json)
     config_name, checkpoint = resolve_model(args.config, args.checkpoint)
     config = load_config(config_name)
+    # checked before the long run, so a bad --json does not throw its results away at the end
+    json_path = check_output_file(args.json, what='--json', inputs={'--checkpoint': checkpoint,
+                                                                   '--config': config.source}) if args.json else None
     size = frame_size(config)
     videos = find_videos(_default_dir(args.data, 'data/faces/test', '--data'))
     avatar_dir = _default_dir(args.avatars, 'data/avatars', '--avatars')
@@ -167,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         'seconds': round(time.perf_counter() - started, 1),
     }
     if json_path is not None:
-        json_path.write_text(json.dumps(summary, indent=2) + '\n')
+        atomic_write_text(json.dumps(summary, indent=2) + '\n', json_path)
     _print(summary, json_path)
     return 0
 
