@@ -1,158 +1,133 @@
-"""Fast animation: the source is prepared once, each driving frame costs keypoints + dense motion + decoder."""
+"""The animator: one avatar, prepared once, moved by driving frames through any runner.
+
+This is the one core behind ``fomm animate``, ``fomm reconstruct``, the original-API ``make_animation`` and
+the live app: it converts images (uint8 in, uint8 out), prepares the source, applies relative motion
+(:class:`~fomm_model.keypoints.RelativeMotion`) and calls the runner's two graphs. Runners
+(:mod:`fomm_model.inference`) supply only the keypoint call and the per-frame generator call.
+"""
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from .config import frame_size
-from .keypoints import movement_scale, normalize_kp
+from .inference import FrameGenerator, Runner, create_runner
+from .inference.convert import image_to_tensor, tensor_to_image
+from .keypoints import Keypoints, RelativeMotion
 from .models import Models
-from .modules.util import inverse_2x2
 
-
-class FrameGenerator(nn.Module):
-    """Per-frame generator as one tensor-in/tensor-out graph, for torch.compile / ONNX / TensorRT.
-
-    Inputs are the prepared source (image downscaled for dense motion, encoder features, keypoints) and the
-    normalised driving keypoints; the output is the prediction. The avatar is an input, not a constant,
-    so changing it needs no re-export.
-    """
-
-    def __init__(self, generator: nn.Module):
-        super().__init__()
-        self.generator = generator
-
-    def forward(self, source_image: torch.Tensor, source_down: torch.Tensor, source_features: torch.Tensor,
-                kp_source_value: torch.Tensor, kp_source_jacobian: torch.Tensor,
-                kp_driving_value: torch.Tensor, kp_driving_jacobian: torch.Tensor) -> torch.Tensor:
-        g = self.generator
-        kp_source = {'value': kp_source_value, 'jacobian': kp_source_jacobian}
-        prepared = {'image': source_image, 'features': source_features, 'kp': kp_source}
-        if g.dense_motion_network is not None:
-            prepared['dense_motion'] = g.dense_motion_network.prepare_downscaled(source_down, kp_source)
-        kp_driving = {'value': kp_driving_value, 'jacobian': kp_driving_jacobian}
-        return g.forward_prepared(prepared, kp_driving, with_visuals=False)['prediction']
-
-    @staticmethod
-    def source_inputs(prepared: dict) -> tuple[torch.Tensor, ...]:
-        """The first five inputs of :meth:`forward` from ``generator.prepare_source``'s output."""
-        dm = prepared.get('dense_motion', {'image': prepared['image']})
-        return (prepared['image'], dm['image'], prepared['features'],
-                prepared['kp']['value'], prepared['kp']['jacobian'])
-
-
-def image_to_tensor(image: np.ndarray, size: tuple[int, int], device, dtype=torch.float32,
-                    channels_last: bool = False) -> torch.Tensor:
-    """HxWx3 uint8 RGB (or float in [0, 1]) -> (1, 3, H, W) in [0, 1], resized to ``size`` if needed."""
-    arr = np.asarray(image)
-    if arr.ndim != 3 or arr.shape[2] != 3:
-        raise ValueError(f"expected an HxWx3 RGB image, got shape {arr.shape}")
-    t = torch.from_numpy(np.ascontiguousarray(arr)).to(device)
-    t = t.permute(2, 0, 1)[None].float()
-    if arr.dtype == np.uint8:
-        t = t / 255.0
-    if tuple(t.shape[2:]) != tuple(size):
-        t = F.interpolate(t, size=size, mode='area' if t.shape[2] > size[0] else 'bilinear', align_corners=None)
-    t = t.to(dtype)
-    return t.contiguous(memory_format=torch.channels_last) if channels_last else t
-
-
-def tensor_to_image(t: torch.Tensor) -> np.ndarray:
-    """(1, 3, H, W) in [0, 1] -> HxWx3 uint8 RGB."""
-    return (t[0].detach().float().clamp(0, 1).permute(1, 2, 0) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+__all__ = ['Animator', 'FrameGenerator', 'image_to_tensor', 'tensor_to_image']
 
 
 class Animator:
-    """Animate one source image by driving frames, with the source and anchor work cached.
+    """Animate one source image by driving frames, with the per-avatar and per-anchor work cached.
 
-    ``set_source`` runs the keypoint detector and generator encoder once per avatar; ``set_anchor``
-    fixes the driving frame that counts as "no motion" (relative mode) and precomputes the adapt-scale
-    factor and the anchor jacobian's inverse; ``animate`` then costs keypoints + dense motion + decoder.
+    ``backend``: ``'auto'`` (the fastest runner verified on this machine, chosen by timing), a backend name
+    (``'torch'``, ``'compile'``, ``'onnx'``, ``'tensorrt'``) or a ready :class:`~fomm_model.inference.Runner`.
+    ``device``/``dtype``/``channels_last``: None lets the backend choose (CUDA when available, float32 unless
+    ``auto`` measures better). The ``models`` are never changed: each runner works on its own copy.
     """
 
-    def __init__(self, models: Models, *, relative: bool = True, adapt_scale: bool = True, device='cpu',
-                 dtype: torch.dtype = torch.float32, channels_last: bool = False, relative_jacobian: bool = True):
-        self.models = models
-        self.relative = relative
-        self.adapt_scale = adapt_scale
-        self.relative_jacobian = relative_jacobian
-        self.device = torch.device(device)
-        self.dtype = dtype
-        self.channels_last = channels_last
+    def __init__(self, models: Models, *, backend: str | Runner = 'auto', device: torch.device | str | None = None,
+                 dtype: torch.dtype | str | None = None, channels_last: bool | None = None, relative: bool = True,
+                 adapt_scale: bool = True, relative_jacobian: bool = True, verify: bool = True,
+                 model_key: str | None = None):
         self.size = frame_size(models.config)
-        memory_format = torch.channels_last if channels_last else torch.preserve_format
-        for m in (models.kp_detector, models.generator):
-            m.to(device=self.device, dtype=dtype, memory_format=memory_format).eval()
-        self.kp_source = self.prepared = None
-        self.kp_anchor = None
-        self._scale = 1.0
-        self._anchor_jacobian_inv = None
-
-    def to_tensor(self, image: np.ndarray) -> torch.Tensor:
-        return image_to_tensor(image, self.size, self.device, self.dtype, self.channels_last)
-
-    @torch.no_grad()
-    def keypoints(self, image: np.ndarray | torch.Tensor) -> dict:
-        """Keypoints (float32) of an image or an already converted tensor."""
-        x = image if isinstance(image, torch.Tensor) else self.to_tensor(image)
-        return self.models.kp_detector(x)
-
-    @torch.no_grad()
-    def set_source(self, image: np.ndarray) -> None:
-        source = self.to_tensor(image)
-        self.kp_source = self.models.kp_detector(source)
-        self.prepared = self.models.generator.prepare_source(source, self.kp_source)
-        if self.kp_anchor is not None:
-            self._update_anchor_cache()
-
-    def set_anchor(self, frame: np.ndarray | dict) -> None:
-        """Anchor on a frame (or on keypoints already computed for it)."""
-        self.kp_anchor = frame if isinstance(frame, dict) else self.keypoints(frame)
-        self._update_anchor_cache()
-
-    def _update_anchor_cache(self) -> None:
-        if self.kp_source is not None and self.adapt_scale:
-            self._scale = movement_scale(self.kp_source, self.kp_anchor)
+        if isinstance(backend, Runner):
+            self.runner, self.selection_reason = backend, 'runner given by the caller'
         else:
-            self._scale = 1.0
-        if 'jacobian' in self.kp_anchor:
-            self._anchor_jacobian_inv = inverse_2x2(self.kp_anchor['jacobian'])
+            selection = create_runner(models, self.size, backend, device, dtype, channels_last, model_key, verify)
+            self.runner, self.selection_reason = selection.runner, selection.reason
+        self._relative, self._adapt_scale, self.relative_jacobian = relative, adapt_scale, relative_jacobian
+        self.prepared: Any = None
+        self.kp_source: Keypoints | None = None
+        self.kp_anchor: Keypoints | None = None
+        self.motion: RelativeMotion | None = None
 
-    def normalize(self, kp_driving: dict) -> dict:
-        """Driving keypoints -> keypoints for the source (relative to the anchor when relative mode is on)."""
-        if not self.relative:
+    # -- conversions (the only place images become tensors and back) ---------------------------------
+    def to_tensor(self, image: np.ndarray) -> torch.Tensor:
+        r = self.runner
+        return image_to_tensor(image, self.size, r.device, r.dtype, r.channels_last)
+
+    # -- avatar and anchor ----------------------------------------------------------------------------
+    def set_source(self, image: np.ndarray) -> Keypoints:
+        """Prepare an avatar (any size, uint8 or float RGB) once; returns its keypoints."""
+        self.prepared = self.runner.prepare_source(self.to_tensor(image))
+        self.kp_source = Keypoints.from_torch((self.prepared.kp_value, self.prepared.kp_jacobian))
+        self._update_motion()
+        return self.kp_source
+
+    def keypoints(self, image: np.ndarray | torch.Tensor) -> Keypoints:
+        """Keypoints of a driving frame (an image, or a tensor from :meth:`to_tensor`)."""
+        x = image if isinstance(image, torch.Tensor) else self.to_tensor(image)
+        return Keypoints.from_torch(self.runner.keypoints(x))
+
+    def set_anchor(self, frame: np.ndarray | Keypoints) -> Keypoints:
+        """Anchor relative motion on a frame (or on its keypoints): that pose maps onto the avatar's pose."""
+        self.kp_anchor = frame if isinstance(frame, Keypoints) else self.keypoints(frame)
+        self._update_motion()
+        return self.kp_anchor
+
+    def clear_anchor(self) -> None:
+        self.kp_anchor, self.motion = None, None
+
+    @property
+    def relative(self) -> bool:
+        return self._relative
+
+    @relative.setter
+    def relative(self, on: bool) -> None:
+        self._relative = bool(on)
+
+    @property
+    def adapt_scale(self) -> bool:
+        return self._adapt_scale
+
+    @adapt_scale.setter
+    def adapt_scale(self, on: bool) -> None:
+        if bool(on) != self._adapt_scale:
+            self._adapt_scale = bool(on)
+            self._update_motion()
+
+    def _update_motion(self) -> None:
+        if self.kp_source is None or self.kp_anchor is None:
+            self.motion = None
+        else:
+            self.motion = RelativeMotion(self.kp_source, self.kp_anchor, self._adapt_scale, self.relative_jacobian)
+
+    # -- frames ---------------------------------------------------------------------------------------
+    def normalize(self, kp_driving: Keypoints) -> Keypoints:
+        """Driving keypoints -> keypoints for the avatar (relative to the anchor in relative mode)."""
+        if not self._relative:
             return kp_driving
-        kp = {'value': (kp_driving['value'] - self.kp_anchor['value']) * self._scale + self.kp_source['value']}
-        if 'jacobian' in kp_driving:
-            if self.relative_jacobian:
-                kp['jacobian'] = kp_driving['jacobian'] @ self._anchor_jacobian_inv @ self.kp_source['jacobian']
-            else:
-                kp['jacobian'] = kp_driving['jacobian']
-        return kp
+        if self.motion is None:
+            raise RuntimeError('relative motion needs an anchor: call set_anchor() first')
+        return self.motion(kp_driving)
 
-    @torch.no_grad()
-    def animate_keypoints(self, kp_driving: dict) -> torch.Tensor:
-        """Prediction tensor (1, 3, H, W) for already detected driving keypoints."""
+    @torch.inference_mode()
+    def predict(self, kp: Keypoints) -> torch.Tensor:
+        """The avatar moved to already normalised keypoints: (1, 3, H, W) in [0, 1] on the runner's device."""
         if self.prepared is None:
-            raise RuntimeError("call set_source() before animate()")
-        if self.kp_anchor is None:
-            self.set_anchor(kp_driving)
-        kp_norm = self.normalize(kp_driving)
-        return self.models.generator.forward_prepared(self.prepared, kp_norm, with_visuals=False)['prediction']
+            raise RuntimeError('call set_source() before animating')
+        value, jacobian = kp.to_torch(self.runner.device)
+        return self.runner.generate(self.prepared, value, jacobian)
+
+    def generate(self, kp: Keypoints) -> np.ndarray:
+        """As :meth:`predict`, as an HxWx3 uint8 RGB image."""
+        return tensor_to_image(self.predict(kp))
 
     def animate(self, frame: np.ndarray) -> np.ndarray:
-        """One driving frame (HxWx3 uint8 RGB) -> animated source (HxWx3 uint8 RGB at the model's size)."""
-        return tensor_to_image(self.animate_keypoints(self.keypoints(frame)))
+        """One driving frame (HxWx3 RGB) -> the animated avatar (uint8, model size). In relative mode the first
+        frame animated becomes the anchor unless :meth:`set_anchor` was called."""
+        kp = self.keypoints(frame)
+        if self._relative and self.kp_anchor is None:
+            self.set_anchor(kp)
+        return self.generate(self.normalize(kp))
 
-    def reference_animate(self, frame: np.ndarray) -> dict:
-        """The original, uncached per-frame path (kp, normalize_kp, full generator) for checks and benchmarks."""
-        with torch.no_grad():
-            source = self.prepared['image']
-            kp_driving = self.keypoints(frame)
-            if self.kp_anchor is None:
-                self.set_anchor(kp_driving)
-            kp_norm = normalize_kp(self.kp_source, kp_driving, self.kp_anchor, self.adapt_scale,
-                                   self.relative, self.relative_jacobian)
-            return self.models.generator(source, kp_source=self.kp_source, kp_driving=kp_norm)
+    def describe(self) -> str:
+        return self.runner.describe()
+
+    def close(self) -> None:
+        self.runner.close()

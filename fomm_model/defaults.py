@@ -1,10 +1,7 @@
-"""Where the bundled default model lives, and the device choice shared by the CLI and the live app."""
+"""Where the bundled default model lives (devices and precisions: ``fomm_model.devices``)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-
-import torch
 
 DEFAULT_CONFIG = 'face-128'
 DEFAULT_CHECKPOINT = Path('assets/models/face-128.pth.tar')  # relative to the repository root
@@ -37,26 +34,3 @@ def resolve_model(config: str | None, checkpoint: str | Path | None) -> tuple[st
         if not path.is_file():
             raise FileNotFoundError(f'checkpoint not found: {path}')
     return (config or DEFAULT_CONFIG), path
-
-
-def select_device(cpu: bool = False, quiet: bool = False) -> torch.device:
-    """CPU if asked, else CUDA when available; falling back to the CPU is announced, never silent."""
-    if cpu:
-        return torch.device('cpu')
-    if torch.cuda.is_available():
-        return torch.device('cuda')
-    if not quiet:
-        print('CUDA is not available: running on the CPU (pass --cpu to silence this notice)', file=sys.stderr)
-    return torch.device('cpu')
-
-
-DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
-
-
-def parse_dtype(name: str, device: torch.device) -> torch.dtype:
-    """Inference dtype by name; float16 only on CUDA (CPU half-precision convolutions are slow or missing)."""
-    if name not in DTYPES:
-        raise ValueError(f'unknown dtype {name!r}: choose one of {", ".join(DTYPES)}')
-    if name == 'float16' and device.type != 'cuda':
-        raise ValueError('float16 needs a CUDA device; on the CPU use --dtype bfloat16')
-    return DTYPES[name]

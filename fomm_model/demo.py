@@ -22,9 +22,8 @@ def load_checkpoints(config_path: str, checkpoint_path: str, cpu: bool = False):
 
 def find_best_frame(source: np.ndarray, driving: list[np.ndarray], animator: Animator) -> int:
     """Index of the driving frame whose pose best matches the source (model keypoints, scale-normalised)."""
-    kp_source = animator.keypoints(source)['value']
-    distances = [pose_distance(kp_source, animator.keypoints(frame)['value']) for frame in driving]
-    return int(np.argmin(distances))
+    kp_source = animator.keypoints(source)
+    return int(np.argmin([pose_distance(kp_source, animator.keypoints(frame)) for frame in driving]))
 
 
 def make_animation(source_image: np.ndarray, driving_video: list[np.ndarray], generator, kp_detector,
@@ -32,20 +31,23 @@ def make_animation(source_image: np.ndarray, driving_video: list[np.ndarray], ge
                    config: dict | None = None) -> list[np.ndarray]:
     """Original signature and conventions: float HxWx3 images in [0, 1] in, list of float frames out.
 
-    Runs on the cached fast path; the anchor is the first driving frame.
+    Runs eagerly in float32 on the networks' device (as the original) on the cached path; the anchor is the
+    first driving frame.
     """
     device = next(generator.parameters()).device if not cpu else torch.device('cpu')
     h, w = np.asarray(source_image).shape[:2]
     config = config or {'dataset_params': {'frame_shape': [h, w, 3]}}
-    models = Models(kp_detector, generator, None, config)
-    animator = Animator(models, relative=relative, adapt_scale=adapt_movement_scale, device=device)
+    animator = Animator(Models(kp_detector, generator, None, config), backend='torch', device=device,
+                        dtype=torch.float32, relative=relative, adapt_scale=adapt_movement_scale)
     source = np.asarray(source_image)
     animator.set_source(source if source.dtype == np.uint8 else source.astype(np.float32))  # no re-quantising
     predictions = []
     for frame in driving_video:
         frame = np.asarray(frame)
-        x = animator.to_tensor(frame.astype(np.float32) if frame.dtype != np.uint8 else frame)
-        prediction = animator.animate_keypoints(animator.keypoints(x))
+        kp = animator.keypoints(frame if frame.dtype == np.uint8 else frame.astype(np.float32))
+        if relative and animator.kp_anchor is None:
+            animator.set_anchor(kp)
+        prediction = animator.predict(animator.normalize(kp))
         predictions.append(prediction[0].float().permute(1, 2, 0).cpu().numpy())
     return predictions
 

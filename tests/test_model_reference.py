@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from fomm_model import build_models, load_checkpoint, load_config, normalize_kp
+from fomm_model import Keypoints, RelativeMotion, build_models, load_checkpoint, load_config, normalize_kp
 from fomm_model.keypoints import movement_scale
 
 MODES = {'relative_adapt': (True, True, True), 'relative': (False, True, True), 'absolute': (False, False, False)}
@@ -46,6 +46,21 @@ def test_keypoints_and_normalisation(run):
             close(norm['value'], ref[f'norm/{mode}/{t}/value'], 1e-5)
             close(norm['jacobian'], ref[f'norm/{mode}/{t}/jacobian'], 1e-5)
     assert movement_scale(kp_s, kp_d[0]) == pytest.approx(float(ref['norm/relative_adapt/movement_scale']), rel=1e-5)
+
+
+def test_relative_motion_reproduces_recorded_normalize_kp(reference_dir):
+    """The one relative-motion object (used by the animator and the live app) against the original's outputs,
+    value and jacobian, adapt-scale on and off, from the recorded keypoints alone."""
+    ref = np.load(reference_dir / 'outputs_align_corners_true.npz')
+    kp = lambda name: Keypoints(ref[f'{name}/value'][0], ref[f'{name}/jacobian'][0])
+    for mode, adapt in (('relative_adapt', True), ('relative', False)):
+        motion = RelativeMotion(kp('kp_source'), kp('kp_driving/0'), adapt_scale=adapt)
+        if adapt:
+            assert motion.scale == pytest.approx(float(ref['norm/relative_adapt/movement_scale']), rel=1e-6)
+        for t in range(5):
+            moved = motion(kp(f'kp_driving/{t}'))
+            np.testing.assert_allclose(moved.value, ref[f'norm/{mode}/{t}/value'][0], atol=1e-6, rtol=0)
+            np.testing.assert_allclose(moved.jacobian, ref[f'norm/{mode}/{t}/jacobian'][0], atol=1e-6, rtol=0)
 
 
 @torch.no_grad()

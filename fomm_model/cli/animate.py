@@ -14,10 +14,10 @@ import numpy as np
 from tqdm import tqdm
 
 from . import CliError
-from ..animation import Animator, tensor_to_image
+from .runtime_args import add_runtime_arguments, animator_for
 from ..checkpoint import load_checkpoint
 from ..config import frame_size, load_config
-from ..defaults import DTYPES, parse_dtype, resolve_model, select_device
+from ..defaults import resolve_model
 from ..keypoints import pose_distance
 from ..output_paths import check_output_file
 from ..video_io import (AUDIO_WRITE_EXTENSIONS, VIDEO_WRITE_EXTENSIONS, has_audio, iter_video, read_image,
@@ -37,12 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     best.add_argument('--find_best_frame', action='store_true',
                       help='anchor on the driving frame whose pose is closest to the source')
     best.add_argument('--best_frame', type=int, default=None, help='anchor on this driving frame index')
-    parser.add_argument('--cpu', action='store_true', help='run on the CPU (default: CUDA if available)')
     parser.add_argument('--audio', action='store_true', help="copy the driving video's sound into the result")
     parser.add_argument('--side_by_side', action='store_true',
                         help='write source | driving | result side by side (for previews and model cards)')
-    parser.add_argument('--dtype', choices=list(DTYPES), default='float32',
-                        help='inference precision (bfloat16 is ~1.5x faster on recent CPUs; float16 CUDA only)')
+    add_runtime_arguments(parser, backend='auto')
 
 
 def _read_driving(path: str, size: tuple[int, int]) -> list[np.ndarray]:
@@ -77,19 +75,15 @@ def run(args: argparse.Namespace) -> int:
     if args.best_frame is not None and not 0 <= args.best_frame < len(driving):
         raise CliError(f'--best_frame {args.best_frame} is outside the driving video (0..{len(driving) - 1})')
 
-    device = select_device(args.cpu)
-    dtype = parse_dtype(args.dtype, device)
-    models = load_checkpoint(config, checkpoint, device=device, with_discriminator=False)
-    animator = Animator(models, relative=args.relative, adapt_scale=args.adapt_scale, device=device, dtype=dtype,
-                        channels_last=True)
-    animator.set_source(source)
+    models = load_checkpoint(config, checkpoint, device='cpu', with_discriminator=False)
+    animator = animator_for(models, args, relative=args.relative, adapt_scale=args.adapt_scale)
+    kp_source = animator.set_source(source)
 
     # keypoints of every driving frame first (cheap), so the anchor can be any frame
     kps = [animator.keypoints(f) for f in tqdm(driving, desc='keypoints', unit='frame', leave=False)]
     anchor = 0
     if args.find_best_frame:
-        kp_src = animator.kp_source['value']
-        anchor = int(np.argmin([pose_distance(kp_src, kp['value']) for kp in kps]))
+        anchor = int(np.argmin([pose_distance(kp_source, kp) for kp in kps]))
         print(f'best frame: {anchor}', file=sys.stderr)
     elif args.best_frame is not None:
         anchor = args.best_frame
@@ -99,12 +93,11 @@ def run(args: argparse.Namespace) -> int:
     animator.set_anchor(kps[anchor])
 
     start = time.perf_counter()
-    frames = (tensor_to_image(animator.animate_keypoints(kp))
-              for kp in tqdm(kps, desc='animating', unit='frame'))
+    frames = (animator.generate(animator.normalize(kp)) for kp in tqdm(kps, desc='animating', unit='frame'))
     if args.side_by_side:
         frames = (np.hstack([source, drv, out]) for drv, out in zip(driving, frames))
     n = write_video(args.result_video, frames, fps, audio_from=args.driving_video if args.audio else None)
     elapsed = time.perf_counter() - start
     print(f'wrote {args.result_video}: {n} frames at {fps:g} fps, {size[1]}x{size[0]} '
-          f'({1000 * elapsed / n:.1f} ms/frame on {device.type}, {args.dtype})', file=sys.stderr)
+          f'({1000 * elapsed / n:.1f} ms/frame, {animator.describe()})', file=sys.stderr)
     return 0

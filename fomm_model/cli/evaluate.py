@@ -20,10 +20,11 @@ import numpy as np
 from tqdm import tqdm
 
 from . import CliError
+from .runtime_args import add_runtime_arguments, animator_for
 from .reconstruct import find_videos, reconstruct_video
 from ..checkpoint import load_checkpoint
 from ..config import frame_size, load_config
-from ..defaults import DTYPES, parse_dtype, repo_root, resolve_model, select_device
+from ..defaults import repo_root, resolve_model
 from ..output_paths import atomic_write_text, check_output_file
 from ..video_io import IMAGE_EXTENSIONS, iter_video, read_image, resize_image
 
@@ -43,8 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--json', default=None, help='write the scores here (else only printed)')
     parser.add_argument('--max_frames', type=int, default=None,
                         help=f'use at most N frames per video (>= {MIN_FRAMES})')
-    parser.add_argument('--cpu', action='store_true', help='run on the CPU (default: CUDA if available)')
-    parser.add_argument('--dtype', choices=list(DTYPES), default='float32', help='inference precision')
+    add_runtime_arguments(parser, backend='torch')
 
 
 def _default_dir(given: str | None, relative: str, option: str) -> Path:
@@ -120,13 +120,11 @@ def run(args: argparse.Namespace) -> int:
     avatar_dir = _default_dir(args.avatars, 'data/avatars', '--avatars')
     avatars = _avatars(avatar_dir, size)
     landmarker = _landmarker()
-    from ..evaluation.transfer import animate_clip, make_animator, measure_clip, score_pair, summarize
+    from ..evaluation.transfer import animate_clip, measure_clip, score_pair, summarize
 
-    device = select_device(args.cpu)
-    dtype = parse_dtype(args.dtype, device)
-    models = load_checkpoint(config, checkpoint, device=device, with_discriminator=False)
-    absolute = make_animator(models, relative=False, device=device, dtype=dtype)
-    relative = make_animator(models, relative=True, device=device, dtype=dtype)
+    models = load_checkpoint(config, checkpoint, device='cpu', with_discriminator=False)
+    absolute = animator_for(models, args, relative=False, adapt_scale=False)
+    relative = animator_for(models, args, quiet=True, relative=True, adapt_scale=True)
 
     reconstruction, pairs = [], []
     progress = tqdm(total=len(videos) * (1 + len(avatars)), desc='evaluating', unit='run')

@@ -18,10 +18,12 @@ import torch
 from tqdm import tqdm
 
 from . import CliError
-from ..animation import Animator, tensor_to_image
+from .runtime_args import add_runtime_arguments, animator_for
+from ..animation import Animator
+from ..inference.convert import tensor_to_image
 from ..checkpoint import load_checkpoint
 from ..config import frame_size, load_config
-from ..defaults import DTYPES, parse_dtype, resolve_model, select_device
+from ..defaults import resolve_model
 from ..output_paths import atomic_write_text, check_not_input, check_output_dir, check_output_file
 from ..video_io import is_video_path, iter_video, resize_image, video_fps, write_video
 
@@ -35,8 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                      'with --out, else only printed)')
     parser.add_argument('--max_videos', type=int, default=None, help='evaluate at most N videos (sorted by name)')
     parser.add_argument('--max_frames', type=int, default=None, help='use at most N frames per video')
-    parser.add_argument('--cpu', action='store_true', help='run on the CPU (default: CUDA if available)')
-    parser.add_argument('--dtype', choices=list(DTYPES), default='float32', help='inference precision')
+    add_runtime_arguments(parser, backend='torch')
 
 
 def find_videos(data: str | Path) -> list[Path]:
@@ -60,7 +61,7 @@ def reconstruct_video(animator: Animator, frames: list[np.ndarray]) -> tuple[lis
     for frame in frames:
         with torch.inference_mode():
             driving = animator.to_tensor(frame)
-            prediction = animator.animate_keypoints(animator.keypoints(driving)).float()
+            prediction = animator.predict(animator.keypoints(driving)).float()
             target = driving.float()
             l1.append(float((prediction - target).abs().mean()))
             static.append(float((source - target).abs().mean()))
@@ -111,14 +112,11 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else None
     planned, json_path = plan_outputs(videos, out_dir, args.json,
                                       {'--checkpoint': checkpoint, '--config': config.source})
-    device = select_device(args.cpu)
-    models = load_checkpoint(config, checkpoint, device=device, with_discriminator=False)
-    animator = Animator(models, relative=False, adapt_scale=False, device=device,
-                        dtype=parse_dtype(args.dtype, device), channels_last=True)
+    models = load_checkpoint(config, checkpoint, device='cpu', with_discriminator=False)
+    animator = animator_for(models, args, relative=False, adapt_scale=False)
     results, all_l1, all_static = [], [], []
     for video, out_path in zip(tqdm(videos, desc='videos', unit='video'), planned):
         frames = [resize_image(f, size) for f in iter_video(video, args.max_frames)]
-        animator.kp_anchor = None  # absolute mode: no anchor, but never reuse one across videos
         l1, static, predictions = reconstruct_video(animator, frames)
         all_l1 += l1
         all_static += static

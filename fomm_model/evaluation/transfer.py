@@ -11,10 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from ..animation import Animator
-from ..models import Models
 from .landmarks import FaceLandmarker, eye_opening, mouth_opening
 from .metrics import AMPLITUDE_RANGE, MAX_NO_FACE_RATE, MIN_CORRELATION, SignalScore, median, score_signal
 
@@ -22,13 +20,6 @@ SIGNALS = ('mouth', 'eyes')
 # Below these driver stds (in inter-ocular distances) a signal is "not exercised" by the clip. Measured on the
 # shared test clips at 128 px: speaking mouths move 0.018-0.068, blinking eyes 0.008-0.022, still eyes 0.002-0.003.
 MIN_DRIVER_STD = {'mouth': 0.015, 'eyes': 0.006}
-
-
-def make_animator(models: Models, relative: bool, device: torch.device | str = 'cpu',
-                  dtype: torch.dtype = torch.float32) -> Animator:
-    """The one place the evaluation builds an :class:`Animator`: relative mode comes with adapt-scale."""
-    return Animator(models, relative=relative, adapt_scale=relative, device=device, dtype=dtype,
-                    channels_last=True)
 
 
 def animate_clip(animator: Animator, source: np.ndarray, frames: Sequence[np.ndarray]) -> list[np.ndarray]:

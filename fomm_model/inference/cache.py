@@ -1,4 +1,4 @@
-"""On-disk cache for exported/compiled models, keyed by checkpoint content (not path)."""
+"""On-disk cache for exported and compiled graphs, keyed by the weights' content (not a path)."""
 from __future__ import annotations
 
 import hashlib
@@ -55,3 +55,14 @@ def atomic_write(path: Path, write) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def weights_key(models) -> str:
+    """sha256 (first 16 hex digits) of the kp detector's and generator's weights: keys exported graphs when the
+    models did not come from a file (a file's key is :func:`file_hash`, which reads it once)."""
+    h = hashlib.sha256()
+    for name in ('kp_detector', 'generator'):
+        for key, tensor in getattr(models, name).state_dict().items():
+            h.update(key.encode())
+            h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]

@@ -1,0 +1,71 @@
+"""What a runtime must supply to animate: a keypoint call and a per-frame generator call.
+
+Everything else (uint8 <-> tensor conversion, source preparation, relative motion, the start-up check against
+eager float32) is done once, by :class:`fomm_model.Animator`, for every runner. A runner owns its copies of
+the networks: it never changes the :class:`~fomm_model.models.Models` it was built from.
+"""
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+
+from ..models import Models
+from .graphs import KeypointGraph, SourceInputs, prepare_source
+
+
+class RunnerError(RuntimeError):
+    """A runner that cannot run here, or that produced wrong output; the message says what to do."""
+
+
+class Runner(ABC):
+    """Runs the keypoint detector and the per-frame generator on one runtime.
+
+    Inputs arrive as ``(B, 3, H, W)`` tensors in [0, 1] on :attr:`device` with :attr:`dtype` (and
+    channels_last strides when :attr:`channels_last`); keypoints come back as float32 tensors. Not
+    thread-safe: call it from one thread.
+    """
+
+    name: str = ''
+    device: torch.device = torch.device('cpu')
+    dtype: torch.dtype = torch.float32
+    channels_last: bool = False
+
+    @abstractmethod
+    def keypoints(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(value (B, K, 2), jacobian (B, K, 2, 2)) of the images."""
+
+    @abstractmethod
+    def prepare_source(self, image: torch.Tensor) -> Any:
+        """The per-avatar work, once. Returns what :meth:`generate` takes as ``source``; it has ``kp_value`` and
+        ``kp_jacobian`` (the avatar's keypoints, float32 tensors)."""
+
+    @abstractmethod
+    def generate(self, source: Any, kp_value: torch.Tensor, kp_jacobian: torch.Tensor) -> torch.Tensor:
+        """The prepared avatar moved to the (already normalised) keypoints: (B, 3, H, W) in [0, 1]."""
+
+    def describe(self) -> str:
+        from ..devices import dtype_name
+        layout = ', channels_last' if self.channels_last else ''
+        return f'{self.name} on {self.device.type} ({dtype_name(self.dtype)}{layout})'
+
+    def close(self) -> None:
+        """Free what the runner holds (sessions, GPU memory)."""
+
+
+class EagerPreparer:
+    """Source preparation in eager float32 PyTorch, for runners whose runtime only holds the per-frame graphs
+    (ONNX Runtime, OpenVINO, TensorRT). Owns a copy of the keypoint detector and the generator."""
+
+    def __init__(self, models: Models, device: torch.device | str = 'cpu'):
+        self.device = torch.device(device)
+        self._kp = KeypointGraph(copy.deepcopy(models.kp_detector)).to(self.device, torch.float32).eval()
+        self._generator = copy.deepcopy(models.generator).to(self.device, torch.float32).eval()
+
+    def __call__(self, image: torch.Tensor) -> SourceInputs:
+        return prepare_source(self._kp, self._generator, image.to(self.device, torch.float32))
+
+
+__all__ = ['Runner', 'RunnerError', 'EagerPreparer', 'SourceInputs']
