@@ -1,140 +1,222 @@
-"""Per-frame cost: the original demo.py step vs the cached Animator fast path, on this machine's CPU.
+"""Per-frame cost of the animation step: the original, avatarify's path and the fast path on each runtime.
 
-The original step (make_animation's loop body) runs, for every frame: kp detector on the driving frame,
-normalize_kp with two convex-hull areas, and the full generator(source, ...) including the source encoder,
-the source Gaussians and the full-resolution ``deformed`` visualisation. The fast path prepares the source
-once. All variants are interleaved round by round in one process (the host is shared and noisy) and
-the medians are reported, with the largest prediction difference against the float32 original.
+    python -m benchmarks.bench_animator [--configs vox-256 face-128] [--rounds 8] [--frames 3] [--threads 2]
+                                        [--omp-wait passive|active]
 
-    python -m benchmarks.bench_animator [--configs vox-256 face-128] [--rounds 6] [--threads 2]
+Variants, all from a uint8 driving frame to the float prediction, batch 1:
 
-On a host whose cores are shared with other busy processes, two OpenMP threads can stall each other
-(medians 10-50x the minimum); ``--threads 1`` then gives stable numbers.
+* original: ``fomm_model.reference.OriginalAnimation``, demo.py's per-frame body (keypoints, ``normalize_kp``
+  with two hull areas, the full generator call with the source encoder and the full-size ``deformed`` image).
+* avatarify's path, re-created here from its algorithm: the source encoded once; per frame keypoints,
+  ``normalize_kp`` with hull areas, the dense motion network on the full source (downscaling and source
+  heatmaps every frame), warp + occlusion of the cached features, decoder; no ``deformed`` image.
+* the Animator (source prepared once, relative motion precomputed) on each runner: eager float32, eager
+  float32 channels_last, ONNX Runtime, OpenVINO; bfloat16 only on CPUs with AVX512-BF16/AMX.
+* '... sessions only': the same ONNX Runtime / OpenVINO runner's two calls on ready inputs, to show what the
+  Animator adds around them.
+
+Variants take turns frame by frame in one process, in alternating order, so load changes on a shared host hit
+all alike; medians are reported with the largest prediction difference to the float32 original. PyTorch
+variants run ``--threads`` OpenMP threads; ONNX Runtime / OpenVINO run ``--threads`` threads of their own and
+PyTorch 1 (it only converts images then), as ``fomm_model.inference.threads.apply_threads`` does.
+
+``--omp-wait passive`` (default) sets ``OMP_WAIT_POLICY=PASSIVE`` before PyTorch loads: with another process
+on one of two cores, spin-waiting OpenMP threads made 2-thread PyTorch steps 10-25x slower, which would
+flatter every other variant. ``active`` leaves OpenMP's default.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from fomm_model.animation import Animator, image_to_tensor
-from fomm_model.config import frame_size, load_config
-from fomm_model.keypoints import normalize_kp
-from fomm_model.models import build_models
-from fomm_model.video_io import read_image, read_video, resize_image
-
-SHARED = Path(__file__).resolve().parents[1].parent / 'shared'
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / 'shared'
+BUNDLED = REPO / 'assets' / 'models' / 'face-128.pth.tar'
 
 
-def _inputs(size: tuple[int, int], n: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """A real portrait and real driving frames if ../shared is there, else smooth random images."""
-    avatars = sorted((SHARED / 'data/avatars').glob('*.png'))
-    clips = sorted((SHARED / 'data/faces/test').glob('*.mp4'))
-    if avatars and clips:
-        source = resize_image(read_image(avatars[0]), size)
-        frames, _ = read_video(clips[0], max_frames=n)
-        return source, [resize_image(f, size) for f in frames]
-    rng = np.random.default_rng(0)
-    imgs = [resize_image(rng.integers(0, 256, (size[0] // 8, size[1] // 8, 3), dtype=np.uint8), size)
-            for _ in range(n + 1)]
-    return imgs[0], imgs[1:]
+def _inputs(size: tuple[int, int], n: int):
+    """A real portrait and n real driving frames of a held-out clip."""
+    from fomm_model.video_io import read_image, read_video, resize_image
+    source = resize_image(read_image(SHARED / 'data' / 'avatars' / 'mona_lisa.png'), size)
+    clip = sorted((SHARED / 'data' / 'faces' / 'test').glob('*.mp4'))[0]
+    frames, _ = read_video(clip, max_frames=4 * n + 1)
+    return source, [resize_image(f, size) for f in frames[::4]]
 
 
-class Original:
-    """make_animation's per-frame body, float32, nothing cached except kp_source and kp_driving_initial."""
+class AvatarifyPath:
+    """avatarify's per-frame step, re-created from its algorithm (see the module docstring); float32 eager."""
 
-    def __init__(self, models, source: np.ndarray, anchor: np.ndarray):
-        self.kp_detector, self.generator = models.kp_detector.eval(), models.generator.eval()
+    def __init__(self, models, source, anchor):
+        import torch
+
+        from fomm_model.config import frame_size
+        from fomm_model.inference.convert import image_to_tensor
+        self.kp_detector = copy.deepcopy(models.kp_detector).float().eval()
+        self.generator = copy.deepcopy(models.generator).float().eval()
         self.size = frame_size(models.config)
+        self.to_tensor = lambda img: image_to_tensor(img, self.size)
         with torch.no_grad():
-            self.source = image_to_tensor(source, self.size, 'cpu')
+            self.source = self.to_tensor(source)
             self.kp_source = self.kp_detector(self.source)
-            self.kp_initial = self.kp_detector(image_to_tensor(anchor, self.size, 'cpu'))
+            self.kp_initial = self.kp_detector(self.to_tensor(anchor))
+            self.features = self.generator.encode(self.source)   # the one thing it caches per avatar
 
-    @torch.no_grad()
-    def __call__(self, frame: np.ndarray) -> torch.Tensor:
-        kp_driving = self.kp_detector(image_to_tensor(frame, self.size, 'cpu'))
-        kp_norm = normalize_kp(kp_source=self.kp_source, kp_driving=kp_driving, kp_driving_initial=self.kp_initial,
-                               use_relative_movement=True, use_relative_jacobian=True, adapt_movement_scale=True)
-        return self.generator(self.source, kp_source=self.kp_source, kp_driving=kp_norm)['prediction']
+    def __call__(self, frame):
+        import torch
+        import torch.nn.functional as F
+
+        from fomm_model.keypoints import normalize_kp
+        g = self.generator
+        with torch.no_grad():
+            kp_driving = self.kp_detector(self.to_tensor(frame))
+            kp_norm = normalize_kp(kp_source=self.kp_source, kp_driving=kp_driving,
+                                   kp_driving_initial=self.kp_initial, use_relative_movement=True,
+                                   use_relative_jacobian=True, adapt_movement_scale=True)
+            motion = g.dense_motion_network(self.source, kp_driving=kp_norm, kp_source=self.kp_source)
+            out = g.deform_input(self.features, motion['deformation'])
+            occlusion = motion.get('occlusion_map')
+            if occlusion is not None:
+                if occlusion.shape[2:] != out.shape[2:]:
+                    occlusion = F.interpolate(occlusion, size=out.shape[2:], mode='bilinear')
+                out = out * occlusion
+            return g.decode(out)
 
 
-class Fast:
-    def __init__(self, models, source: np.ndarray, anchor: np.ndarray, dtype: torch.dtype, channels_last: bool):
-        self.animator = Animator(models, relative=True, adapt_scale=True, device='cpu', dtype=dtype,
-                                 channels_last=channels_last)
-        self.animator.set_source(source)
-        self.animator.set_anchor(anchor)
+class Variant:
+    """A per-frame callable plus the thread set-up it runs under."""
 
-    def __call__(self, frame: np.ndarray) -> torch.Tensor:
-        a = self.animator
-        return a.animate_keypoints(a.keypoints(a.to_tensor(frame)))
+    def __init__(self, step, threads: int, runner=None):
+        self.step, self.threads, self.runner = step, threads, runner
+
+    def __call__(self, frame):
+        from fomm_model.inference.threads import apply_threads
+        apply_threads(self.threads, self.runner)
+        return self.step(frame)
 
 
-def bench_config(name: str, rounds: int, frames_per_round: int) -> list[dict]:
+def _animator_variant(models, source, anchor, threads: int, backend: str, dtype, channels_last: bool,
+                      model_key: str) -> Variant:
+    from fomm_model.animation import Animator
+    from fomm_model.inference import create_runner
+    runner = create_runner(models, _size(models), backend, 'cpu', dtype, channels_last, model_key).runner
+    animator = Animator(models, backend=runner, relative=True, adapt_scale=True)
+    animator.set_source(source)
+    animator.set_anchor(anchor)
+    step = lambda frame: animator.predict(animator.normalize(animator.keypoints(frame)))
+    return Variant(step, threads, runner if hasattr(runner, 'set_threads') else None)
+
+
+def _sessions_only(variant: Variant, size: tuple[int, int], source, anchor) -> Variant:
+    """The runner's keypoints + generate calls alone, on an input tensor and keypoints made ready beforehand."""
+    from fomm_model.inference.convert import image_to_tensor
+    runner = variant.runner
+    prepared = runner.prepare_source(image_to_tensor(source, size))
+    x = image_to_tensor(anchor, size)
+    value, jacobian = runner.keypoints(x)
+    return Variant(lambda frame: (runner.keypoints(x), runner.generate(prepared, value, jacobian))[1],
+                   variant.threads, runner)
+
+
+def _size(models) -> tuple[int, int]:
+    from fomm_model.config import frame_size
+    return frame_size(models.config)
+
+
+def bench_config(name: str, rounds: int, frames_per_round: int, threads: int) -> list[dict]:
+    import torch
+
+    from fomm_model.config import load_config
+    from fomm_model.devices import cpu_has_fast_bfloat16
+    from fomm_model.inference.cache import file_hash, weights_key
+    from fomm_model.inference.select import installed
+    from fomm_model.models import build_models
+    from fomm_model.checkpoint import load_checkpoint
+    from fomm_model.reference import OriginalAnimation
     config = load_config(name)
-    size = frame_size(config)
-    torch.manual_seed(0)
-    base = build_models(config, with_discriminator=False).eval()
+    if name == 'face-128':
+        models, key, weights = load_checkpoint(config, BUNDLED), file_hash(BUNDLED), 'bundled weights'
+    else:
+        torch.manual_seed(0)
+        models = build_models(config, with_discriminator=False).eval()
+        key, weights = weights_key(models), 'random weights'
+    size = _size(models)
     source, driving = _inputs(size, frames_per_round + 1)
     anchor, driving = driving[0], driving[1:]
-    variants = {
-        'original fp32 (per frame, uncached)': Original(copy.deepcopy(base), source, anchor),
-        'Animator fp32': Fast(copy.deepcopy(base), source, anchor, torch.float32, False),
-        'Animator fp32 + channels_last': Fast(copy.deepcopy(base), source, anchor, torch.float32, True),
-        'Animator bf16 + channels_last': Fast(copy.deepcopy(base), source, anchor, torch.bfloat16, True),
-    }
-    times = {k: [] for k in variants}
-    diffs = {k: 0.0 for k in variants}
-    reference = [variants['original fp32 (per frame, uncached)'](f).float() for f in driving]  # also warm-up
-    for k, fn in variants.items():
-        for f, ref in zip(driving, reference):
-            diffs[k] = max(diffs[k], float((fn(f).float() - ref).abs().max()))
+    original = OriginalAnimation(models, source, anchor)
+    variants = {'original (per frame, uncached)': Variant(lambda f: original(f)['prediction'], threads),
+                "avatarify's path": Variant(AvatarifyPath(models, source, anchor), threads)}
+    runtimes = [('Animator torch fp32', 'torch', torch.float32, False),
+                ('Animator torch fp32 channels_last', 'torch', torch.float32, True)]
+    if cpu_has_fast_bfloat16():
+        runtimes.append(('Animator torch bf16 channels_last', 'torch', torch.bfloat16, True))
+    for label, backend in (('Animator ONNX Runtime', 'onnx'), ('Animator OpenVINO', 'openvino')):
+        if installed(backend) is None:
+            runtimes.append((label, backend, torch.float32, False))
+        else:
+            print(f'  ({label} left out: {installed(backend)})')
+    if cpu_has_fast_bfloat16() and installed('openvino') is None:
+        runtimes.append(('Animator OpenVINO bf16', 'openvino', torch.bfloat16, False))
+    for label, backend, dtype, cl in runtimes:
+        variants[label] = _animator_variant(models, source, anchor, threads, backend, dtype, cl, key)
+        if variants[label].runner is not None:
+            variants[label.replace('Animator ', '') + ' sessions only'] = _sessions_only(variants[label], size,
+                                                                                        source, anchor)
     names = list(variants)
-    paired = {k: [] for k in variants}  # original time / variant time, measured back to back on one frame
-    for r in range(rounds):
-        for i, f in enumerate(driving):
-            order = names if (r + i) % 2 == 0 else names[::-1]  # alternate so host drift hits all alike
-            took = {}
-            for k in order:
-                t = time.perf_counter()
-                variants[k](f)
-                took[k] = time.perf_counter() - t
-                times[k].append(took[k])
-            for k in names:
-                paired[k].append(took[names[0]] / took[k])
-    base_ms = statistics.median(times[names[0]]) * 1000
-    rows = []
-    for k in variants:
-        ms = statistics.median(times[k]) * 1000
-        rows.append({'config': name, 'variant': k, 'ms': ms, 'min_ms': min(times[k]) * 1000,
-                     'speedup': base_ms / ms, 'paired_speedup': statistics.median(paired[k]),
-                     'max_abs_diff': diffs[k], 'samples': len(times[k])})
-    return rows
+    with torch.inference_mode():
+        reference = [variants[names[0]](f).float().clone() for f in driving]   # also warms everything up
+        diffs = {k: max(float((variants[k](f).float() - ref).abs().max()) for f, ref in zip(driving, reference))
+                 for k in names if 'sessions only' not in k}
+        times: dict[str, list[float]] = {k: [] for k in names}
+        for r in range(rounds):
+            for i, frame in enumerate(driving):
+                for k in (names if (r + i) % 2 == 0 else names[::-1]):
+                    t0 = time.perf_counter()
+                    variants[k](frame)
+                    times[k].append((time.perf_counter() - t0) * 1000)
+    ms = {k: statistics.median(v) for k, v in times.items()}
+    orig, avat = ms[names[0]], ms[names[1]]
+    return [{'config': f'{name} ({weights})', 'variant': k, 'ms': ms[k], 'vs_original': orig / ms[k],
+             'vs_avatarify': avat / ms[k], 'max_abs_diff': diffs.get(k), 'samples': len(times[k])} for k in names]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--configs', nargs='+', default=['vox-256', 'face-128'])
-    parser.add_argument('--rounds', type=int, default=6)
+    parser.add_argument('--rounds', type=int, default=8)
     parser.add_argument('--frames', type=int, default=3, help='driving frames per variant per round')
     parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--omp-wait', choices=['passive', 'active'], default='passive')
     args = parser.parse_args(argv)
+    if args.omp_wait == 'passive':   # before PyTorch loads its OpenMP runtime (see fomm_model.inference.threads)
+        if 'torch' in sys.modules:
+            raise SystemExit('--omp-wait passive must be set before PyTorch is imported: run this as a script')
+        os.environ.update({'OMP_WAIT_POLICY': 'PASSIVE', 'KMP_BLOCKTIME': '0'})
+    import torch
+
+    from fomm_model.devices import describe_cpu
     torch.set_num_threads(args.threads)
-    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, batch 1, random weights, '
-          f'{args.rounds} rounds x {args.frames} frames, medians')
-    print('speedup = median(original) / median(variant); paired = median over frames of the back-to-back ratio')
-    print(f"{'config':<9} {'variant':<37} {'ms/frame':>9} {'min ms':>8} {'speedup':>8} {'paired':>7} "
-          f"{'max|diff| vs fp32 orig':>23}")
+    versions = [f'torch {torch.__version__}']
+    for module in ('onnxruntime', 'openvino'):
+        try:
+            versions.append(f'{module} {__import__(module).__version__}')
+        except ImportError:
+            pass
+    print(f'CPU: {describe_cpu()}')
+    print(f'{", ".join(versions)}; {args.threads} threads; OMP_WAIT_POLICY={os.environ.get("OMP_WAIT_POLICY", "default")}; '
+          f'batch 1; {args.rounds} rounds x {args.frames} frames, interleaved; load average '
+          f'{os.getloadavg()[0]:.1f} at start')
+    print(f"{'config':<28} {'variant':<36} {'ms':>8} {'vs orig':>8} {'vs avatarify':>12} {'max|diff| vs fp32 orig':>23}")
     for name in args.configs:
-        for row in bench_config(name, args.rounds, args.frames):
-            print(f"{row['config']:<9} {row['variant']:<37} {row['ms']:9.1f} {row['min_ms']:8.1f} "
-                  f"{row['speedup']:7.2f}x {row['paired_speedup']:6.2f}x {row['max_abs_diff']:23.2e}", flush=True)
+        for row in bench_config(name, args.rounds, args.frames, args.threads):
+            diff = '' if row['max_abs_diff'] is None else f"{row['max_abs_diff']:.1e}"
+            print(f"{row['config']:<28} {row['variant']:<36} {row['ms']:8.1f} {row['vs_original']:7.2f}x "
+                  f"{row['vs_avatarify']:11.2f}x {diff:>23}", flush=True)
+    print(f'load average {os.getloadavg()[0]:.1f} at the end')
     return 0
 
 
