@@ -1,8 +1,8 @@
 """fomm-live: real-time face puppeteering with the First-Order Motion Model.
 
-    python main.py                      # the GUI
-    python main.py --headless --input 0 --avatar me.png --virtual-camera
-    python main.py --list-cameras
+    python main.py                                   # the window
+    python main.py run --input 0 --avatar me.png --virtual-camera
+    python main.py cameras
 """
 import sys
 

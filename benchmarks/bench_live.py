@@ -1,13 +1,14 @@
 """End-to-end live throughput and latency per stage, per backend, with the bare model step measured in the
 same run (engine overhead = extra time per frame on top of keypoints + generator).
 
-    python -m benchmarks.bench_live [--backends torch,torch-bf16,onnx] [--rounds 5] [--detect-every 3] [--detect-sync]
+    python -m benchmarks.bench_live [--backends torch,onnx,openvino] [--rounds 7] [--detect-every 3] [--detect-sync]
 
 Per backend, on a face clip used as the camera, with the bundled face-128 model (trained weights matter: the
 face detector runs more often while the model's keypoints say the face moves):
 'offline' rounds (realtime=False, every frame processed as fast as possible: throughput and overhead), each
 right after timing the bare model step, the median round reported; then one 'live' run (the clip paced at its
-fps and looped, like a webcam: sustained fps, drops, end-to-end latency).
+fps and looped, like a webcam: sustained fps, drops, end-to-end latency). The bare step runs on the engine's
+own thread (a command between frames), so both see the same OpenMP team.
 """
 from __future__ import annotations
 
@@ -26,42 +27,38 @@ CLIP = SHARED / 'data' / 'faces' / 'test' / 'dpe_d#misc__dpe_d.mp4'
 AVATAR = SHARED / 'data' / 'avatars' / 'mona_lisa.png'
 
 CONFIGS = {'torch': ('torch', 'float32', False), 'torch-bf16': ('torch', 'bfloat16', True),
-           'onnx': ('onnx', 'float32', False), 'compile': ('compile', 'float32', False)}
+           'onnx': ('onnx', 'float32', False), 'openvino': ('openvino', 'float32', False),
+           'compile': ('compile', 'float32', False)}
 
 
-def bare_backend(name: str, ckpt: Path):
-    """The model alone, as the engine's backend would run it (created on the torch thread)."""
-    from fomm_model.checkpoint import load_checkpoint
-    from live.backends import create_backend, sample_images
-    from live.backends.cache import file_hash
-    backend, dtype, cl = CONFIGS[name]
-    sel = create_backend(backend, load_checkpoint('face-128', ckpt), (128, 128), file_hash(ckpt), 'cpu', dtype, cl)
-    source, driving = sample_images((128, 128))
-    sel.backend.set_source(source)
-    return sel.backend, driving
+def bare_step_ms(engine, steps: int) -> float:
+    """Mean over back-to-back model steps (keypoints + per-frame generator) of the engine's own animator, on the
+    engine thread (the same statistic as the engine's frames per second)."""
+    from fomm_model.inference import sample_images
 
-
-def bare_step_ms(backend, driving, steps: int) -> float:
-    """Mean over back-to-back steps (the same statistic as the engine's frames per second), timed on the
-    torch thread the engine uses (see live.torch_thread)."""
     def run() -> float:
+        animator = engine.pipeline.animator
+        _, driving = sample_images(animator.size)
+        x = animator.to_tensor(driving)
+        step = lambda: animator.runner.generate(animator.prepared, *animator.runner.keypoints(x))
         for _ in range(3):
-            backend.step(driving)
+            step()
         t0 = time.perf_counter()
         for _ in range(steps):
-            backend.step(driving)
+            step()
         return (time.perf_counter() - t0) * 1000 / steps
-    from live.torch_thread import run_on_torch_thread
-    return run_on_torch_thread(run)
+    return engine.submit(run).result()
 
 
-def make_engine(name: str, ckpt: Path, realtime: bool, detect_every: int, detect_async: bool):
-    from live.engine import Engine, EngineOptions, EngineSettings
+def make_engine(name: str, ckpt: Path, realtime: bool, detect_every: int, detect_sync: bool, threads):
+    from live.engine import Engine
+    from live.options import CaptureOptions, ModelOptions, Settings
     backend, dtype, cl = CONFIGS[name]
-    engine = Engine(EngineOptions(source=str(CLIP), checkpoint=str(ckpt), backend=backend, dtype=dtype,
-                                  channels_last=cl, loop_file=True, realtime=realtime, detect_every=detect_every,
-                                  detect_async=detect_async),
-                    EngineSettings(mirror_preview=False))
+    engine = Engine(ModelOptions(checkpoint=str(ckpt), backend=backend, device='cpu', dtype=dtype,
+                                 channels_last=cl, threads=threads),
+                    CaptureOptions(input=str(CLIP), loop=True, realtime=realtime, detect_every=detect_every,
+                                   detect_sync=detect_sync),
+                    Settings(mirror_preview=False, paste_back=False))
     engine.set_avatar(AVATAR)
     engine.calibrate()
     return engine
@@ -85,10 +82,9 @@ def engine_window(engine, realtime: bool, seconds: float, frames: int) -> dict:
     engine.add_listener(on_frame)
     engine.start()
     warm.wait()                       # first frames include lazy initialisation: not measured
-    for q in engine._times.values():
-        q.clear()
+    engine.reset_stats()
     s0 = engine.stats()
-    d0 = engine._pipeline.cropper.detections
+    d0 = engine.submit(lambda: engine.pipeline.cropper.detections).result()
     t0 = time.perf_counter()
     if realtime:
         time.sleep(seconds)
@@ -97,15 +93,16 @@ def engine_window(engine, realtime: bool, seconds: float, frames: int) -> dict:
     s1 = engine.stats()
     wall = time.perf_counter() - t0
     engine.stop()
-    engine._listeners.remove(on_frame)
+    engine.remove_listener(on_frame)
     n = s1.frames_out - s0.frames_out
+    detections = engine.submit(lambda: engine.pipeline.cropper.detections).result() - d0
     return {'fps': n / wall, 'frames': n, 'in': s1.frames_in - s0.frames_in, 'dropped': s1.dropped - s0.dropped,
-            'stages': s1.stages, 'backend': s1.backend, 'detections': engine._pipeline.cropper.detections - d0}
+            'stages': s1.stages, 'backend': s1.backend, 'detections': detections}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--backends', default='torch,torch-bf16,onnx')
+    p.add_argument('--backends', default='torch,onnx,openvino', help=f'comma-separated: {", ".join(CONFIGS)}')
     p.add_argument('--seconds', type=float, default=8.0, help='length of each live (paced) run')
     p.add_argument('--frames', type=int, default=120, help='frames of each offline round')
     p.add_argument('--steps', type=int, default=60, help='model steps timed alone per round')
@@ -116,31 +113,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--checkpoint', default=None, help='a face-128 checkpoint (default: the bundled model)')
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    if args.threads:
-        torch.set_num_threads(args.threads)  # read by live.torch_thread when it starts
-    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, clip {CLIP.name} (256x256, 25 fps), '
+    from fomm_model.devices import describe_cpu
+    print(f'CPU: {describe_cpu()}')
+    print(f'torch {torch.__version__}, {args.threads or torch.get_num_threads()} threads, clip {CLIP.name} '
+          f'(256x256, 25 fps), '
           f'face detection every {args.detect_every} frame(s), '
           f'{"on the engine thread" if args.detect_sync else "on its own thread"}')
     from fomm_model.defaults import default_checkpoint_path
     ckpt = Path(args.checkpoint) if args.checkpoint else default_checkpoint_path()
     print(f'model: {ckpt}')
-    from live.torch_thread import run_on_torch_thread
     rows = []
     for name in args.backends.split(','):
-        backend, driving = run_on_torch_thread(bare_backend, name, ckpt)
-        engine = make_engine(name, ckpt, False, args.detect_every, not args.detect_sync)
+        engine = make_engine(name, ckpt, False, args.detect_every, args.detect_sync, args.threads)
         # rounds alternate the bare step and the offline engine so that both see the same machine
         # (shared, noisy cores); the median of the per-round ratios is reported
         steps, offs, ratios = [], [], []
         for _ in range(args.rounds):
-            steps.append(bare_step_ms(backend, driving, args.steps))
+            steps.append(bare_step_ms(engine, args.steps))
             offs.append(engine_window(engine, False, args.seconds, args.frames))
             ratios.append(1000.0 / offs[-1]['fps'] / steps[-1] - 1.0)
         order = sorted(range(args.rounds), key=lambda i: ratios[i])
         mid = order[len(order) // 2]
         step, off, overhead = steps[mid], offs[mid], 100.0 * ratios[mid]
-        live_engine = make_engine(name, ckpt, True, args.detect_every, not args.detect_sync)
+        engine.close()
+        live_engine = make_engine(name, ckpt, True, args.detect_every, args.detect_sync, args.threads)
         live = engine_window(live_engine, True, args.seconds, args.frames)
+        live_engine.close()
         per_frame = 1000.0 / off['fps']
         rows.append((name, step, off, live, overhead, 100.0 * (per_frame / off['stages']['model'].mean_ms - 1.0)))
         print(f'\n== {name}: {off["backend"]}')

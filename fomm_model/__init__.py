@@ -9,5 +9,6 @@ from .models import Models, build_models
 __version__ = '0.1.0'
 
 __all__ = ['load_config', 'available_configs', 'build_models', 'Models', 'load_checkpoint', 'save_checkpoint',
-           'normalize_kp', 'Keypoints', 'RelativeMotion', 'Animator', 'FrameGenerator', 'load_checkpoints', 'make_animation',
+           'normalize_kp', 'Keypoints', 'RelativeMotion', 'Animator', 'FrameGenerator', 'load_checkpoints',
+           'make_animation',
            'CheckpointError', 'CheckpointMismatchError', 'ConfigError']

@@ -1,27 +1,39 @@
-"""live: real-time FOMM puppeteering (webcam -> face crop -> FOMM -> preview / virtual camera / file).
+"""live: real-time FOMM puppeteering (camera -> face crop -> model -> preview / virtual camera / file).
 
-Split by job: ``capture`` (camera/file threads), ``cropper`` (face box, smoothing), ``avatar`` (source image
-preparation), ``backends`` (model calls per runtime), ``pipeline`` (per-frame logic), ``engine`` (threads and
-the public API the GUI and the headless CLI use), ``virtual_camera`` and ``sinks`` (outputs).
+Modules, one job each: ``options`` (every option, declared once), ``engine`` (the frame loop and its command
+queue), ``pipeline`` (per-frame logic: crop, keypoints, calibration, relative motion, face loss, paste-back),
+``capture`` / ``cameras`` (sources), ``cropper`` / ``detection_worker`` (face box), ``avatar`` (avatar images),
+``virtual_camera`` / ``sinks`` (outputs), ``headless`` / ``app`` (command line), ``gui`` (the window). The model
+itself is ``fomm_model.Animator`` with a runner from ``fomm_model.inference``.
+
+Threads and who owns what
+-------------------------
+* **Engine thread** (``fomm-engine``, one per Engine): owns the model (the process's only PyTorch work), the
+  pipeline and its calibration state, the capture object, the virtual camera and the file sinks. It takes the
+  newest camera frame, runs the pipeline, sends the outputs and calls the frame listeners. Every other thread
+  talks to it only through ``Engine.submit`` (commands: avatar, calibrate, source, model, virtual camera,
+  sinks), carried out between two frames; settings are one immutable object swapped by reference.
+* **Capture thread** (``capture-<source>``): reads the camera or file into a one-frame slot (newer frames replace
+  unread ones, so latency never grows) and wakes the engine thread.
+* **Face-detection thread** (``fomm-face-detect``): mediapipe, on the frame the engine handed over after its
+  model step; the next frame picks the result up.
+* **Video-file thread** (``fomm-video-file``): encodes the file output through ffmpeg.
+* **GUI thread** (Qt): widgets only. Frames arrive through ``gui.bridge.FrameBridge`` (newest only), command
+  results through ``gui.session.Session``'s queued hand-over; it never waits for the engine.
 """
 from __future__ import annotations
 
-__all__ = ['Engine', 'EngineOptions', 'EngineSettings', 'FrameResult', 'EngineStats', 'AvatarInfo',
-           'VirtualCameraStatus', 'VideoFileSink']
+__all__ = ['Engine', 'EngineStats', 'EngineError', 'FrameResult', 'Settings', 'ModelOptions', 'CaptureOptions',
+           'AvatarInfo', 'VirtualCameraStatus', 'VideoFileSink']
+
+_WHERE = {'Engine': 'engine', 'EngineStats': 'engine', 'EngineError': 'engine', 'FrameResult': 'pipeline',
+          'Settings': 'options', 'ModelOptions': 'options', 'CaptureOptions': 'options', 'AvatarInfo': 'avatar',
+          'VirtualCameraStatus': 'virtual_camera', 'VideoFileSink': 'sinks'}
 
 
 def __getattr__(name: str):
-    # Lazy: importing ``live`` (e.g. for ``live.cv2_compat``) must not pull torch in.
-    if name in ('Engine', 'EngineOptions', 'EngineSettings', 'FrameResult', 'EngineStats'):
-        from . import engine
-        return getattr(engine, name)
-    if name == 'AvatarInfo':
-        from .avatar import AvatarInfo
-        return AvatarInfo
-    if name == 'VirtualCameraStatus':
-        from .virtual_camera import VirtualCameraStatus
-        return VirtualCameraStatus
-    if name == 'VideoFileSink':
-        from .sinks import VideoFileSink
-        return VideoFileSink
+    # lazy: importing ``live`` (e.g. for ``live.cv2_compat``) must not pull torch in
+    if name in _WHERE:
+        import importlib
+        return getattr(importlib.import_module(f'.{_WHERE[name]}', __name__), name)
     raise AttributeError(name)

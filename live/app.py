@@ -1,16 +1,36 @@
-"""Entry point: ``main.py --headless ...`` runs without a window, otherwise the Qt GUI (``live.gui``)."""
+"""``main.py [gui|run|cameras] ...``: the window (default), a headless run, or the list of cameras.
+
+``--headless`` and ``--list-cameras`` anywhere on the command line still mean ``run`` and ``cameras``.
+"""
 from __future__ import annotations
 
 import sys
 
+COMMANDS = {'gui': 'the window (default)', 'run': 'no window: camera or file in, file or virtual camera out',
+            'cameras': 'list the cameras by index and name'}
+ALIASES = {'--headless': 'run', '--list-cameras': 'cameras'}
+USAGE = ('usage: main.py [gui|run|cameras] [options]   (main.py COMMAND --help for its options)\n'
+         + '\n'.join(f'  {name:<8} {text}' for name, text in COMMANDS.items()))
+
+
+def split_command(argv: list[str]) -> tuple[str, list[str]]:
+    """(command, its arguments); the first word if it is a command, else an alias flag, else the window."""
+    if argv and argv[0] in COMMANDS:
+        return argv[0], argv[1:]
+    for flag, command in ALIASES.items():
+        if flag in argv:
+            return command, [a for a in argv if a != flag]
+    return 'gui', argv
+
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if '--headless' in argv:
-        argv.remove('--headless')
-        from .headless import main as headless_main
-        return headless_main(argv)
-    if '--list-cameras' in argv:
+    command, args = split_command(list(sys.argv[1:] if argv is None else argv))
+    if command == 'gui' and args[:1] in (['-h'], ['--help']):
+        print(USAGE + '\n\nthe window:')
+    if command == 'run':
+        from .headless import main as run_main
+        return run_main(args)
+    if command == 'cameras':
         from .cameras import list_cameras
         cams = list_cameras()
         for c in cams:
@@ -21,11 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from .gui import run_gui
     except ImportError as exc:
-        print(f'error: the GUI cannot start ({exc}). Install the GUI dependencies with: pip install -e ".[live]" '
-              f'(PyQt6), or run without a window: python main.py --headless --input CAMERA_OR_FILE --avatar IMAGE',
+        print(f'error: the window cannot start ({exc}). Install the window dependencies with: pip install -e ".[live]" '
+              f'(PyQt6), or run without a window: python main.py run --input CAMERA_OR_FILE --avatar IMAGE',
               file=sys.stderr)
         return 2
-    return run_gui(argv)
+    return run_gui(args)
 
 
 if __name__ == '__main__':

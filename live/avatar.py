@@ -17,13 +17,30 @@ class AvatarError(ValueError):
     """An avatar image that cannot be used; the message says why."""
 
 
+FULL_IMAGE_MAX_SIDE = 1920  # the whole avatar is kept at most this large for paste-back (a 1080p output)
+
+
 @dataclass
 class AvatarInfo:
     image: np.ndarray                          # model-size RGB, what the model animates
     face_found: bool
     warning: str | None = None
-    crop_box: tuple[int, int, int, int] | None = None   # in the original image (None: full image)
+    crop_box: tuple[int, int, int, int] | None = None   # in ``full_image`` (None: the whole image)
     name: str = ''
+    full_image: np.ndarray | None = None       # the whole avatar RGB (at most FULL_IMAGE_MAX_SIDE)
+
+    def compositor(self):
+        """Pastes animated face crops back into the whole avatar, or None when there is nothing around the crop
+        worth keeping (no face crop, or an image no larger than the model's output)."""
+        if self.full_image is None or self.crop_box is None:
+            return None
+        if max(self.full_image.shape[:2]) <= max(self.image.shape[:2]):
+            return None
+        try:
+            from fomm_model.paste_back import PasteBack
+        except ImportError:
+            return None
+        return PasteBack(self.full_image, self.crop_box, self.image.shape[:2])
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
@@ -86,6 +103,10 @@ def load_avatar(image: np.ndarray | str | Path, size: tuple[int, int], detector=
     h, w = rgb.shape[:2]
     if min(h, w) < 16:
         raise AvatarError(f'avatar image is too small ({w}x{h})')
+    if max(h, w) > FULL_IMAGE_MAX_SIDE:
+        factor = FULL_IMAGE_MAX_SIDE / max(h, w)
+        rgb = cv2.resize(rgb, (round(w * factor), round(h * factor)), interpolation=cv2.INTER_AREA)
+        h, w = rgb.shape[:2]
     if keep_full_image:
         return AvatarInfo(_resize(_square_pad(rgb), size), face_found=False, warning=None, name=name)
     faces = []
@@ -99,12 +120,12 @@ def load_avatar(image: np.ndarray | str | Path, size: tuple[int, int], detector=
     if faces:
         x0, y0, side = square_box(faces[0], rgb.shape, scale=scale, shift_down=shift_down)
         crop = rgb[y0:y0 + side, x0:x0 + side]
-        return AvatarInfo(_resize(crop, size), True, None, (x0, y0, x0 + side, y0 + side), name)
+        return AvatarInfo(_resize(crop, size), True, None, (x0, y0, x0 + side, y0 + side), name, rgb)
     why = 'no face found in the avatar' if detector is not None else 'face detector unavailable'
     warning = (f'{why}: using the centre square of the image (animation needs a clearly visible, roughly '
-               f'frontal face; use keep_full_image to keep the whole picture)')
-    log.warning('%s%s', f'{name}: ' if name else '', warning)
+               f'frontal face; use --keep-full-avatar to animate the whole picture)')
+    log.info('%s%s', f'{name}: ' if name else '', warning)  # the caller shows it to the user
     side = min(h, w)
     x0, y0 = (w - side) // 2, (h - side) // 2
     return AvatarInfo(_resize(rgb[y0:y0 + side, x0:x0 + side], size), False, warning,
-                      (x0, y0, x0 + side, y0 + side), name)
+                      (x0, y0, x0 + side, y0 + side), name, rgb)

@@ -68,7 +68,9 @@ def list_cameras(sysfs: Path = SYSFS_V4L) -> list[CameraInfo]:
     return cams
 
 
-def _describe(cams: list[CameraInfo]) -> str:
+def describe_cameras(cams: list[CameraInfo] | None = None) -> str:
+    """'available cameras: 0: "Integrated Camera", ...' or 'no cameras found'."""
+    cams = list_cameras() if cams is None else cams
     if not cams:
         return 'no cameras found'
     return 'available cameras: ' + ', '.join(f'{c.index}: "{c.name}"' for c in cams)
@@ -92,6 +94,8 @@ def resolve_source(source: str | int, cameras: list[CameraInfo] | None = None) -
     if re.match(r'^[a-zA-Z][a-zA-Z0-9+.-]*://', text):
         return SourceSpec('stream', location=text, label=text)
     path = Path(text).expanduser()
+    if path.is_dir():
+        raise SourceError(f'{text} is a folder: give a video file in it, a camera index or a stream URL')
     if path.is_file():
         return SourceSpec('file', location=str(path), label=path.name)
     if path.suffix or '/' in text or '\\' in text:
@@ -101,17 +105,5 @@ def resolve_source(source: str | int, cameras: list[CameraInfo] | None = None) -
     if len(matches) >= 1:
         c = matches[0]
         return SourceSpec('camera', index=c.index, label=f'{c.name} ({c.index})')
-    raise SourceError(f'no camera named "{text}" ({_describe(cams)}); give a camera index, a name, '
+    raise SourceError(f'no camera named "{text}" ({describe_cameras(cams)}); give a camera index, a name, '
                       f'a video file or a stream URL')
-
-
-def resolution_arg(text: str) -> tuple[int, int]:
-    """'1280x720' -> (1280, 720), as an argparse ``type`` (its message is shown as is)."""
-    import argparse
-    try:
-        w, h = (int(v) for v in str(text).lower().split('x'))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected WIDTHxHEIGHT such as 1280x720, got {text!r}') from None
-    if w <= 0 or h <= 0:
-        raise argparse.ArgumentTypeError(f'width and height must be positive, got {text!r}')
-    return w, h

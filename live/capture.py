@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -23,6 +24,10 @@ log = logging.getLogger(__name__)
 
 class ReaderError(RuntimeError):
     """A reader could not open or lost its device."""
+
+
+class SourceUnreadable(ReaderError):
+    """A file that is no video this app can decode: retrying cannot help, so the capture fails at once."""
 
 
 class FrameReader(Protocol):
@@ -82,9 +87,13 @@ class FileReader:
         self.path = path
         self.loop = loop
         self.cap = cv2.VideoCapture(path)
-        if not self.cap.isOpened():
+        if not self.cap.isOpened() or not self.cap.grab():
             self.cap.release()
-            raise ReaderError(f'could not open video file {path}')
+            size = Path(path).stat().st_size if Path(path).is_file() else 0
+            why = 'it is empty' if size == 0 else 'it is not a video OpenCV can decode (or it is damaged)'
+            raise SourceUnreadable(f'cannot read video file {path}: {why}; give a video file such as .mp4, '
+                                   f'a camera index or a stream URL')
+        self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
         self.size = (int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
         reported = self.cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(reported) if reported and reported > 0 else None
@@ -125,12 +134,14 @@ class Capture:
     """Reads frames on a background thread into a newest-frame slot.
 
     States: 'opening', 'running', 'reconnecting' (device lost or not openable; retried with backoff),
-    'ended' (a non-looping file finished), 'stopped'.
+    'ended' (a non-looping file finished), 'failed' (a file that cannot be decoded), 'stopped'.
     """
 
     def __init__(self, factory: Callable[[], FrameReader], *, realtime: bool = True, name: str = 'source',
-                 backoff: tuple[float, float] = (0.25, 4.0), pace: bool | None = None):
+                 backoff: tuple[float, float] = (0.25, 4.0), pace: bool | None = None,
+                 notify: Callable[[], None] | None = None):
         self._factory = factory
+        self._notify = notify or (lambda: None)  # called (on this thread) when a frame arrives or the state changes
         self.realtime = realtime
         self.name = name
         self._backoff = backoff
@@ -151,11 +162,11 @@ class Capture:
 
     # -- consumer side --------------------------------------------------------------------------
     def read(self, timeout: float | None = None) -> CapturedFrame | None:
-        """The newest frame not yet handed out; None on timeout or when the source has ended/stopped."""
+        """The newest frame not yet handed out; None on timeout (0: do not wait) or when the source has ended."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while self._slot_taken:
-                if self.state in ('ended', 'stopped') and self._slot_taken:
+                if self.state in ('ended', 'stopped', 'failed') and self._slot_taken:
                     return None
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -167,9 +178,9 @@ class Capture:
 
     @property
     def finished(self) -> bool:
-        """True once a non-looping file has ended and its last frame was taken."""
+        """True once a non-looping file has ended (or failed) and its last frame was taken."""
         with self._cond:
-            return self.state in ('ended', 'stopped') and self._slot_taken
+            return self.state in ('ended', 'stopped', 'failed') and self._slot_taken
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -187,7 +198,8 @@ class Capture:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
-        self._set_state('stopped', '')
+        if self.state not in ('ended', 'failed'):   # keep saying why it ended
+            self._set_state('stopped', '')
 
     def _set_state(self, state: str, message: str) -> None:
         with self._cond:
@@ -196,6 +208,7 @@ class Capture:
                                                                        message)
             self.state, self.message = state, message
             self._cond.notify_all()
+        self._notify()
 
     # -- producer side ---------------------------------------------------------------------------
     def _run(self) -> None:
@@ -203,6 +216,9 @@ class Capture:
         while not self._stop.is_set():
             try:
                 reader = self._factory()
+            except SourceUnreadable as exc:
+                self._set_state('failed', str(exc))
+                return
             except Exception as exc:  # noqa: BLE001 - any open failure is retried, and reported
                 self._set_state('reconnecting', f'{exc}; retrying in {delay:.1f} s')
                 self._stop.wait(delay)
@@ -261,4 +277,5 @@ class Capture:
                     self.dropped += 1
                 self._slot, self._slot_taken = frame, False
                 self._cond.notify_all()
+            self._notify()
         return 'stopped'

@@ -12,6 +12,10 @@ _GUARDED = ('QT_QPA_PLATFORM_PLUGIN_PATH', 'QT_QPA_FONTDIR', 'LD_LIBRARY_PATH')
 
 
 def _import_cv2():
+    # OpenCV's own warnings (a missing camera index alone printed ~100 lines) and FFmpeg's ("moov atom not
+    # found") are replaced by the app's messages, which say what to do; set these variables to see them again
+    os.environ.setdefault('OPENCV_LOG_LEVEL', 'SILENT')
+    os.environ.setdefault('OPENCV_FFMPEG_LOGLEVEL', '-8')
     saved = {name: os.environ.get(name) for name in _GUARDED}
     try:
         import cv2 as module

@@ -1,68 +1,57 @@
-"""The live engine: capture thread -> processing thread (crop, model, outputs), with the public API the GUI and
-the headless CLI use. Heavy set-up (checkpoint, backend selection and check, face detector) happens once, on
-``start()`` or on the first ``set_avatar()``, whichever comes first.
+"""The live engine: one thread that runs the frame loop and owns all of its state.
+
+Every control call (avatar, calibration, source, settings, model, virtual camera, outputs) is a command put on
+the engine's queue and carried out on the engine thread between two frames, so nothing the loop uses is ever
+changed under it and no lock guards the model. Calls made on the engine thread itself (from a frame listener)
+run at once. The engine thread is also the process's one PyTorch thread: model loading, avatar preparation
+and every frame run there (a second thread running torch gets a second OpenMP team, which made the model 2x
+slower on these 2-core machines).
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
+import queue
 import threading
 import time
 import weakref
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
 from .avatar import AvatarInfo, load_avatar
 from .cameras import SourceSpec, resolve_source
 from .capture import Capture, reader_factory
-from .pipeline import EngineSettings, FrameResult, Pipeline
-from .torch_thread import run_on_torch_thread
+from .options import CaptureOptions, ModelOptions, Settings, replace_checked
+from .pipeline import FrameResult, Pipeline
 from .virtual_camera import VirtualCamera, VirtualCameraStatus, VirtualCameraUnavailable
 
 log = logging.getLogger(__name__)
-
-__all__ = ['Engine', 'EngineOptions', 'EngineSettings', 'EngineStats', 'FrameResult', 'StageStats', 'EngineError',
-           'AvatarInfo', 'VirtualCameraStatus']
+T = TypeVar('T')
 
 STAGES = ('capture', 'crop', 'model', 'output', 'total')
+CPU_CAMERA_SIZE = (640, 480)
+GPU_CAMERA_SIZE = (1280, 720)
 
 
 class EngineError(RuntimeError):
-    """The engine cannot start (model, config, backend); the message says what to do."""
-
-
-@dataclass
-class EngineOptions:
-    """Fixed at construction."""
-    source: str | int = 0
-    config: str = 'face-128'
-    checkpoint: str | None = None  # None -> default model
-    backend: str = 'auto'
-    device: str = 'cpu'
-    dtype: str = 'float32'
-    channels_last: bool = False
-    loop_file: bool = True
-    realtime: bool = True
-    # additions (defaults keep the documented behaviour)
-    capture_size: tuple[int, int] | None = None   # camera resolution to ask for; None: see camera_request()
-    capture_fps: float = 30.0
-    detect_every: int = 3                         # face detection every N frames (10 Hz from a 30 fps camera)
-    detect_async: bool = True                     # on its own thread, between frames (see live/detection_worker)
-    verify_backend: bool = True                   # compare with eager float32 at start-up
+    """The engine cannot do what was asked (model, config, backend, output); the message says what to do."""
 
 
 @dataclass
 class StageStats:
     mean_ms: float = 0.0
     p95_ms: float = 0.0
+    p99_ms: float = 0.0
 
 
 @dataclass
 class EngineStats:
+    state: str = 'idle'               # idle | loading | ready | running | failed | closed
     fps: float = 0.0
     frames_in: int = 0
     frames_out: int = 0
@@ -70,93 +59,288 @@ class EngineStats:
     stages: dict[str, StageStats] = field(default_factory=dict)   # capture, crop, model, output, total (latency)
     backend: str = ''
     backend_reason: str = ''
-    device: str = ''
-    dtype: str = ''
-    camera_state: str = 'stopped'     # opening | running | reconnecting | ended | stopped
+    camera_state: str = 'stopped'     # opening | running | reconnecting | ended | stopped | failed
     camera_message: str = ''
     camera_resolution: tuple[int, int] | None = None
     camera_fps: float | None = None   # the source's nominal fps
     camera_measured_fps: float = 0.0
     face_detector: str = ''
+    face_found: bool = False
     calibrated: bool = False
-    running: bool = False
+    status: str = ''                  # the newest frame's status ('no face', ...)
     notices: list[str] = field(default_factory=list)
+    error: str = ''                   # why the engine failed or stopped an output
 
 
-CPU_CAMERA_SIZE = (640, 480)
-GPU_CAMERA_SIZE = (1280, 720)
-
-
-def camera_request(options: EngineOptions) -> tuple[tuple[int, int], str]:
+def camera_request(capture: CaptureOptions, device_type: str) -> tuple[tuple[int, int], str]:
     """The resolution to ask a camera for, and why.
 
     The face crop is only 128-256 px, so 640x480 holds all the detail the model uses. A 1280x720 MJPEG frame
     took ~4.5 ms of CPU to decode here (640x480: ~0.6 ms): with the model on the same 2 cores that is a tenth
     of the frame budget, so CPU runs ask for 640x480; GPU runs, whose CPU is otherwise idle, for 1280x720."""
-    if options.capture_size is not None:
-        return tuple(options.capture_size), 'as asked'
-    if str(options.device).startswith('cpu'):
+    if capture.camera_size is not None:
+        return tuple(capture.camera_size), 'as asked'
+    if device_type == 'cpu':
         return CPU_CAMERA_SIZE, ('the model runs on the CPU, where decoding 720p camera frames would take time from '
                                  'it; --camera-size 1280x720 to change')
     return GPU_CAMERA_SIZE, 'the model runs on a GPU; --camera-size to change'
 
 
-def _resolve_checkpoint(options: EngineOptions) -> Path:
-    if options.checkpoint is not None:
-        path = Path(options.checkpoint).expanduser()
-        if not path.is_file():
-            raise EngineError(f'checkpoint not found: {path}')
-        return path
-    from fomm_model.defaults import default_checkpoint_path
-    path = default_checkpoint_path()
-    if not path.is_file():
-        raise EngineError(f'the default model {path} does not exist yet (it is trained separately, see '
-                          f'assets/models/MODEL_CARD.md); pass --checkpoint FILE --config NAME to use another model')
-    return path
-
-
 class Engine:
-    def __init__(self, options: EngineOptions, settings: EngineSettings | None = None):
-        from fomm_model.config import ConfigError, frame_size, load_config
-        self.options = options
-        self._settings = dataclasses.replace(settings) if settings is not None else EngineSettings()
-        try:
-            self.config = load_config(options.config)
-        except ConfigError as exc:
-            raise EngineError(str(exc)) from exc
-        self.size = frame_size(self.config)
-        self.checkpoint = _resolve_checkpoint(options)
-        self._spec: SourceSpec = resolve_source(options.source)
-        self._init_lock = threading.Lock()
-        self._model_lock = threading.RLock()
-        self._pipeline: Pipeline | None = None
-        self._backend_reason = ''
-        self._detector_state = 'not started'
-        self._avatar_detector = None
-        self._capture: Capture | None = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+    """Capture -> pipeline -> outputs on one engine thread; thread-safe control methods.
+
+    ``realtime`` None paces file sources (a window shows them like a camera); headless runs pass False to
+    process every frame of a file."""
+
+    def __init__(self, model: ModelOptions | None = None, capture: CaptureOptions | None = None,
+                 settings: Settings | None = None):
+        self.model_options = model or ModelOptions()
+        self.capture_options = capture or CaptureOptions()
+        self._settings = settings or Settings()
+        self._spec: SourceSpec = resolve_source(self.capture_options.input)   # SourceError: bad --input
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._wake = threading.Event()
         self._finished = threading.Event()
+        self._stats_lock = threading.Lock()
+        self._state = 'idle'
+        self._error = ''
+        self._pipeline: Pipeline | None = None
+        self._backend = self._backend_reason = ''
+        self._device_type = 'cpu'
+        self._detector_state = 'not started'
+        self._avatar_detector: Any = None
+        self._capture: Capture | None = None
+        self._last_capture: Capture | None = None   # a stopped one, whose counts the stats still show
         self._listeners: list[Callable[[FrameResult], None]] = []
-        self._sinks: list = []
+        self._sinks: list[Any] = []
         self._vcam: VirtualCamera | None = None
         self._vcam_status = VirtualCameraStatus('off')
         self._latest: FrameResult | None = None
         self._notices: list[str] = []
         self._times: dict[str, deque] = {k: deque(maxlen=600) for k in STAGES}
         self._out_times: deque = deque(maxlen=60)
-        self._frames_out = 0
-        self._frames_in_before = 0
-        self._dropped_before = 0
-        self._errors = 0
+        self._frames_out = self._frames_in_before = self._dropped_before = 0
+        self._next_due = 0.0
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name='fomm-engine', daemon=True)
+        self._thread.start()
+        weakref.finalize(self, Engine._shutdown, self._inbox, self._wake)
 
-    # -- set-up ----------------------------------------------------------------------------------
+    # == commands ===================================================================================
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future:
+        """Run ``fn(*args)`` on the engine thread between two frames; the Future holds its result."""
+        future: Future = Future()
+        if threading.current_thread() is self._thread:
+            self._execute(future, fn, args)
+        elif self._closed:
+            future.set_exception(EngineError('the engine is closed'))
+        else:
+            self._inbox.put((future, fn, args))
+            self._wake.set()
+        return future
+
+    def _call(self, fn: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
+        return self.submit(fn, *args).result(timeout)
+
+    @staticmethod
+    def _execute(future: Future, fn: Callable, args: tuple) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller through the Future
+            future.set_exception(exc)
+
+    @staticmethod
+    def _shutdown(inbox: queue.SimpleQueue, wake: threading.Event) -> None:
+        inbox.put(None)
+        wake.set()
+
+    # == public control ============================================================================
+    def load(self) -> Future:
+        """Load the model, pick and check the backend, start face detection (once); EngineError on failure."""
+        return self.submit(self._ensure_loaded)
+
+    def start(self) -> None:
+        """Load if needed and open the source; frames flow to listeners, sinks and the virtual camera."""
+        self._call(self._start)
+
+    def start_async(self) -> Future:
+        return self.submit(self._start)
+
+    def stop(self) -> None:
+        """Close the source, the sinks and the virtual camera; the model stays loaded."""
+        if not self._closed:
+            self._call(self._stop)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop and end the engine thread (idempotent)."""
+        if self._closed:
+            return
+        try:
+            self._call(self._stop, timeout=timeout)
+        finally:
+            self._closed = True
+            self._shutdown(self._inbox, self._wake)
+            if threading.current_thread() is not self._thread:
+                self._thread.join(timeout)
+
+    def set_avatar(self, image: np.ndarray | str | Path, keep_full_image: bool = False) -> AvatarInfo:
+        """Load, crop and prepare an avatar; on error the previous avatar stays."""
+        return self._call(self._set_avatar, image, keep_full_image)
+
+    def calibrate(self) -> None:
+        """The next frame with a face becomes the anchor (the pose that maps onto the avatar's pose)."""
+        self.submit(lambda: self._loaded().request_calibration())
+
+    def reset_calibration(self) -> None:
+        self.submit(lambda: self._loaded().reset_calibration())
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    def update_settings(self, **changes: Any) -> Settings:
+        """Check the changes here (ValueError/TypeError naming the setting), apply them between frames."""
+        new = replace_checked(self._settings, **changes)
+        self._settings = new   # read once per frame by the loop: one reference, one consistent snapshot
+        return new
+
+    def set_source(self, source: str | int) -> None:
+        """Switch camera or file live; calibration is reset (the anchor pose belonged to the old view)."""
+        spec = resolve_source(source)
+        self._call(self._set_source, spec)
+
+    def set_model(self, model: ModelOptions) -> None:
+        """Rebuild the model with other options (backend, device, precision, checkpoint); the source, avatar and
+        virtual camera stay."""
+        self._call(self._set_model, model)
+
+    def add_listener(self, callback: Callable[[FrameResult], None]) -> None:
+        """``callback(FrameResult)`` is called on the engine thread after each frame: it must not block."""
+        self.submit(self._listeners.append, callback)
+
+    def remove_listener(self, callback: Callable[[FrameResult], None]) -> None:
+        self.submit(self._listeners.remove, callback)
+
+    def add_sink(self, sink: Any) -> None:
+        """An output with ``write(frame)`` and ``close()``; a write that fails stops the engine (see stats)."""
+        self.submit(self._sinks.append, sink)
+
+    def start_virtual_camera(self, width: int = 1280, height: int = 720, fps: float = 30,
+                             device: str | None = None, mirror: bool | None = None,
+                             backend: str | None = None) -> VirtualCameraStatus:
+        """Open the virtual camera; never raises for a missing device (status 'unavailable' with the fix).
+        ``mirror`` None follows the ``mirror_output`` setting."""
+        return self._call(self._start_vcam, width, height, fps, device, mirror, backend)
+
+    def stop_virtual_camera(self) -> None:
+        self._call(self._stop_vcam)
+
+    def virtual_camera_status(self) -> VirtualCameraStatus:
+        cam = self._vcam
+        return cam.status() if cam is not None else self._vcam_status
+
+    def latest(self) -> FrameResult | None:
+        return self._latest
+
+    def wait_until_finished(self, timeout: float | None = None) -> bool:
+        """True once a non-looping file has ended and its last frame was processed, or a fatal error stopped
+        the engine."""
+        return self._finished.wait(timeout)
+
+    @property
+    def pipeline(self) -> Pipeline | None:
+        """The per-frame logic and its animator: for benchmarks and tests, touched only inside :meth:`submit`."""
+        return self._pipeline
+
+    @property
+    def source(self) -> SourceSpec:
+        return self._spec
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def running(self) -> bool:
+        return self._state == 'running'
+
+    # == on the engine thread =======================================================================
+    def _loop(self) -> None:
+        self._init_thread()
+        while True:
+            while True:
+                try:
+                    item = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._stop()
+                    self._state = 'closed'
+                    return
+                self._execute(*item)
+            delay = self._next_due - time.perf_counter()
+            frame = self._capture.read(0) if self._capture is not None and delay <= 0 else None
+            if frame is None:
+                if self._capture is not None and self._capture.finished:
+                    if self._capture.state == 'failed' and self._state != 'failed':
+                        self._fail(self._capture.message)
+                        self._state = 'failed'
+                    self._finished.set()
+                self._wake.wait(delay if delay > 0 else 0.1)
+                self._wake.clear()
+                continue
+            self._process(frame)
+
+    def _init_thread(self) -> None:
+        import torch
+        threads = self.model_options.threads or torch.get_num_threads()
+        torch.set_num_threads(threads)  # OpenMP's thread count is a per-thread setting
+
     def _notice(self, text: str) -> None:
         if text not in self._notices:
             self._notices.append(text)
             log.warning('%s', text)
 
-    def _make_detector(self):
+    def _loaded(self) -> Pipeline:
+        if self._pipeline is None:
+            raise EngineError('the model is not loaded yet' if self._state != 'failed' else self._error)
+        return self._pipeline
+
+    def _ensure_loaded(self) -> Pipeline:
+        if self._pipeline is None:
+            self._state = 'loading'
+            try:
+                self._pipeline = self._build_pipeline(self.model_options)
+            except EngineError as exc:
+                self._state, self._error = 'failed', str(exc)
+                raise
+            self._state = 'ready'
+        return self._pipeline
+
+    def _build_pipeline(self, model: ModelOptions) -> Pipeline:
+        from fomm_model import Animator
+        from fomm_model.inference import RunnerError
+
+        from .cropper import FaceCropper
+        from .model_files import load_model
+        models, key = load_model(model)
+        try:
+            animator = Animator(models, backend=model.backend, device=model.device, dtype=model.dtype,
+                                channels_last=model.channels_last or None, model_key=key)
+        except RunnerError as exc:
+            raise EngineError(str(exc)) from exc
+        self._backend, self._backend_reason = animator.describe(), animator.selection_reason
+        self._device_type = animator.runner.device.type
+        detector = self._make_detector()
+        c = self.capture_options
+        cropper = FaceCropper(animator.size, detector, detect_every=c.detect_every, asynchronous=not c.detect_sync)
+        weakref.finalize(self, cropper.close)  # registered after the detector's: stops the thread before it closes
+        log.info('engine ready: %s, %s', self._backend, self._detector_state)
+        return Pipeline(animator, cropper)
+
+    def _make_detector(self) -> Any:
         from fomm_model.face_detection import FaceDetector, FaceDetectorUnavailable
         try:
             detector = FaceDetector(min_confidence=0.5)
@@ -165,174 +349,96 @@ class Engine:
             self._notice(f'face detection is off ({exc}); using a fixed centre crop - fetch the model with: '
                          f'python -m fomm_model.face_detection --fetch')
             return None
-        every = 'every frame' if self.options.detect_every == 1 else f'every {self.options.detect_every} frames'
-        where = 'on its own thread' if self.options.detect_async else 'on the engine thread'
-        self._detector_state = f'mediapipe BlazeFace ({every}, {where})'
-        # close it before interpreter shutdown: mediapipe's own __del__ then fails (or hangs) on torn-down globals
-        weakref.finalize(self, detector.close)
+        every = self.capture_options.detect_every
+        where = 'on the engine thread' if self.capture_options.detect_sync else 'on its own thread'
+        self._detector_state = f'mediapipe BlazeFace ({"every frame" if every == 1 else f"every {every} frames"}, ' \
+                               f'{where})'
+        weakref.finalize(self, detector.close)  # before interpreter shutdown: mediapipe's own __del__ fails then
         return detector
 
-    def _ensure_ready(self) -> Pipeline:
-        with self._init_lock:
-            if self._pipeline is None:
-                self._pipeline = run_on_torch_thread(self._build_pipeline)
-            return self._pipeline
-
-    def _build_pipeline(self) -> Pipeline:
-        """Load the model, create and verify the backend (on the torch thread)."""
-        from fomm_model.checkpoint import CheckpointError, load_checkpoint
-
-        from .backends import BackendError, create_backend
-        from .backends.cache import file_hash
-        from .cropper import FaceCropper
+    def _set_model(self, model: ModelOptions) -> None:
+        old = self._pipeline
+        changed_model = old is None or (model.config, model.checkpoint) != (self.model_options.config,
+                                                                          self.model_options.checkpoint)
+        self._pipeline = None
+        previous, self.model_options = self.model_options, model
         try:
-            models = load_checkpoint(self.config, self.checkpoint, device='cpu', with_discriminator=False)
-        except CheckpointError as exc:
-            raise EngineError(str(exc)) from exc
-        o = self.options
-        try:
-            selection = create_backend(o.backend, models, self.size, file_hash(self.checkpoint), o.device,
-                                       o.dtype, o.channels_last, verify=o.verify_backend)
-        except BackendError as exc:
-            raise EngineError(str(exc)) from exc
-        self._backend_reason = selection.reason
-        cropper = FaceCropper(self.size, self._make_detector(), detect_every=o.detect_every,
-                              asynchronous=o.detect_async)
-        weakref.finalize(self, cropper.close)  # registered after the detector's: stops the thread before it closes
-        pipeline = Pipeline(selection.backend, cropper, self.size)
-        log.info('engine ready: %s, %s', selection.backend.describe(), self._detector_state)
-        return pipeline
-
-    def _new_capture(self) -> Capture:
-        o = self.options
-        (width, height), why = camera_request(o)
-        if self._spec.kind == 'camera':
-            log.info('asking camera %s for %dx%d (%s)', self._spec.label, width, height, why)
-        factory = reader_factory(self._spec, loop=o.loop_file, width=width, height=height, fps=o.capture_fps)
-        return Capture(factory, realtime=o.realtime, name=self._spec.label)
-
-    # -- lifecycle -------------------------------------------------------------------------------
-    def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._ensure_ready()
-        self._stop.clear()
-        self._finished.clear()
-        self._retire_capture()
-        self._capture = self._new_capture()
-        self._capture.start()
-        self._thread = threading.Thread(target=self._run, name='fomm-engine', daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
+            pipeline = self._ensure_loaded()
+        except EngineError:
+            self.model_options, self._pipeline = previous, old   # keep running what worked
+            self._state = 'running' if self._capture is not None else 'ready'
+            raise
+        if old is not None:
+            old.cropper.close()
+            if old.avatar is not None:
+                pipeline.set_avatar(old.avatar)
+            if not changed_model and old.calibrated:
+                pipeline.set_anchor(old.animator.kp_anchor)
+            old.animator.close()
         if self._capture is not None:
-            self._capture.stop()  # kept (stopped) so stats still show its counts and resolution
-        for sink in self._sinks:
-            try:
-                sink.close()
-            except Exception:  # noqa: BLE001 - one bad sink must not keep others open
-                log.exception('closing %r failed', sink)
-        self.stop_virtual_camera()
+            self._state = 'running'
 
-    def wait_until_finished(self, timeout: float | None = None) -> bool:
-        """For non-looping file sources: True once the last frame has been processed."""
-        return self._finished.wait(timeout)
-
-    @property
-    def source(self) -> SourceSpec:
-        """The current source (kind 'camera' | 'file' | 'stream', label)."""
-        return self._spec
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    # -- controls --------------------------------------------------------------------------------
-    def set_avatar(self, image: np.ndarray | str | Path, keep_full_image: bool = False) -> AvatarInfo:
-        """Load, crop and prepare an avatar; on error the previous avatar stays."""
-        pipeline = self._ensure_ready()
+    def _set_avatar(self, image: Any, keep_full_image: bool) -> AvatarInfo:
+        pipeline = self._ensure_loaded()
         if self._avatar_detector is None and pipeline.cropper.detector is not None:
             from fomm_model.face_detection import FaceDetector
-            self._avatar_detector = FaceDetector(min_confidence=0.3)  # own instance: the engine thread uses the other
+            self._avatar_detector = FaceDetector(min_confidence=0.3)  # own instance: the cropper's runs apart
             weakref.finalize(self, self._avatar_detector.close)
-        info = load_avatar(image, self.size, self._avatar_detector, keep_full_image)
-        with self._model_lock:
-            run_on_torch_thread(pipeline.set_avatar, info)
-        if info.warning:
-            self._notice(f'avatar {info.name}: {info.warning}'.replace('avatar : ', 'avatar: '))
+        info = load_avatar(image, pipeline.animator.size, self._avatar_detector, keep_full_image)
+        pipeline.set_avatar(info)
         return info
 
-    def calibrate(self) -> None:
-        """The next processed frame becomes the anchor (the pose that maps onto the avatar's pose)."""
-        self._ensure_ready().request_calibration()
+    def _new_capture(self) -> Capture:
+        c = self.capture_options
+        (width, height), why = camera_request(c, self._device_type)
+        if self._spec.kind == 'camera':
+            log.info('asking camera %s for %dx%d (%s)', self._spec.label, width, height, why)
+        factory = reader_factory(self._spec, loop=c.loop, width=width, height=height, fps=30.0)
+        realtime = True if c.realtime is None else c.realtime
+        return Capture(factory, realtime=realtime or self._spec.live, name=self._spec.label, notify=self._wake.set)
 
-    def reset_calibration(self) -> None:
-        with self._model_lock:
-            self._ensure_ready().reset_calibration()
-
-    @property
-    def settings(self) -> EngineSettings:
-        return dataclasses.replace(self._settings)
-
-    def update_settings(self, **changes) -> None:
-        names = {f.name for f in dataclasses.fields(EngineSettings)}
-        unknown = set(changes) - names
-        if unknown:
-            raise TypeError(f'unknown setting(s) {", ".join(sorted(unknown))}; known: {", ".join(sorted(names))}')
-        new = dataclasses.replace(self._settings, **changes)
-        if new.crop_zoom <= 0:
-            raise ValueError('crop_zoom must be > 0')
-        if not 0 <= new.kp_smoothing <= 1 or not 0 <= new.overlay_alpha <= 1:
-            raise ValueError('kp_smoothing and overlay_alpha must be in [0, 1]')
-        if new.fps_cap is not None and new.fps_cap <= 0:
-            raise ValueError('fps_cap must be > 0 or None')
-        new.crop_offset = (float(new.crop_offset[0]), float(new.crop_offset[1]))
-        self._settings = new  # one reference swap: the engine thread reads a consistent snapshot per frame
-
-    def set_source(self, source: str | int) -> None:
-        """Switch camera/file live; calibration is reset (the anchor pose belonged to the old view)."""
-        spec = resolve_source(source)
-        self._spec = spec
-        if self._pipeline is not None:
-            with self._model_lock:
-                self._pipeline.cropper.reset()
-                self._pipeline.reset_calibration()
-        if self.running:
-            old = self._capture
+    def _start(self) -> None:
+        self._ensure_loaded()
+        if self._capture is None:
+            self._finished.clear()
             self._capture = self._new_capture()
             self._capture.start()
-            if old is not None:
-                old.stop()
-                self._frames_in_before += old.frames_read
-                self._dropped_before += old.dropped
+        self._state = 'running'
 
     def _retire_capture(self) -> None:
         old, self._capture = self._capture, None
         if old is not None:
             old.stop()
-            self._frames_in_before += old.frames_read
-            self._dropped_before += old.dropped
+            with self._stats_lock:
+                self._frames_in_before += old.frames_read
+                self._dropped_before += old.dropped
+            self._last_capture = old
 
-    def add_listener(self, callback: Callable[[FrameResult], None]) -> None:
-        self._listeners.append(callback)
+    def _stop(self) -> None:
+        self._retire_capture()
+        for sink in self._sinks:
+            try:
+                sink.close()
+            except Exception as exc:  # noqa: BLE001 - one bad sink must not keep others open
+                log.exception('closing %r failed', sink)
+                self._fail(f'could not finish {getattr(sink, "path", sink)}: {exc}')
+        self._sinks.clear()
+        self._stop_vcam()
+        if self._state == 'running':
+            self._state = 'ready'
 
-    def add_sink(self, sink) -> None:
-        self._sinks.append(sink)
+    def _set_source(self, spec: SourceSpec) -> None:
+        self._spec = spec
+        if self._pipeline is not None:
+            self._pipeline.cropper.reset()
+            self._pipeline.reset_calibration()
+        if self._capture is not None:
+            self._retire_capture()
+            self._capture = self._new_capture()
+            self._capture.start()
 
-    def latest(self) -> FrameResult | None:
-        return self._latest
-
-    # -- virtual camera --------------------------------------------------------------------------
-    def start_virtual_camera(self, width: int = 1280, height: int = 720, fps: float = 30, device: str | None = None,
-                             mirror: bool | None = None, backend: str | None = None) -> VirtualCameraStatus:
-        """Open the virtual camera; never raises for a missing device (status 'unavailable' + the fix).
-
-        ``mirror`` None follows the ``mirror_output`` setting."""
-        self.stop_virtual_camera()
+    def _start_vcam(self, width, height, fps, device, mirror, backend) -> VirtualCameraStatus:
+        self._stop_vcam()
         try:
             cam = VirtualCamera(width, height, fps, device, mirror=bool(mirror), backend=backend)
         except VirtualCameraUnavailable as exc:
@@ -341,61 +447,52 @@ class Engine:
             return self._vcam_status
         cam.follow_setting = mirror is None
         self._vcam = cam
-        self._vcam_status = cam.status()
-        return self._vcam_status
+        return cam.status()
 
-    def stop_virtual_camera(self) -> None:
+    def _stop_vcam(self) -> None:
         cam, self._vcam = self._vcam, None
         if cam is not None:
             cam.close()
             self._vcam_status = VirtualCameraStatus('off', f'stopped after {cam.frames_sent} frames')
 
-    def virtual_camera_status(self) -> VirtualCameraStatus:
-        return self._vcam.status() if self._vcam is not None else self._vcam_status
+    def _fail(self, message: str) -> None:
+        """Record why the engine stopped (stats.error, and a notice for the window); the caller reports it."""
+        self._error = message
+        if message not in self._notices:
+            self._notices.append(message)
+        log.info('%s', message)
 
-    # -- the loop --------------------------------------------------------------------------------
-    def _run(self) -> None:
-        pipeline = self._pipeline
-        while not self._stop.is_set():
-            cap = self._capture
-            frame = cap.read(timeout=0.1) if cap is not None else None
-            if frame is None:
-                if cap is not None and cap.finished and cap.state == 'ended':
-                    self._finished.set()
-                    self._stop.wait(0.05)
-                continue
-            s = self._settings
-            started = time.perf_counter()
-            try:
-                with self._model_lock:
-                    result = run_on_torch_thread(pipeline.process, frame.image, frame.index, frame.timestamp, s)
-                t0 = time.perf_counter()
-                self._send_outputs(result, s)
-            except Exception as exc:  # noqa: BLE001 - keep running; the error is reported, not swallowed
-                self._errors += 1
-                log.exception('frame %d failed', frame.index)
-                self._notice(f'processing error: {exc}')
-                self._stop.wait(0.05)
-                continue
-            t1 = time.perf_counter()
-            tm = result.timings_ms
-            tm['capture'] = frame.read_ms
-            tm['output'] = tm.pop('present', 0.0) + (t1 - t0) * 1000
-            tm['total'] = (t1 - frame.timestamp) * 1000
+    def _process(self, frame) -> None:
+        s = self._settings
+        started = time.perf_counter()
+        try:
+            result = self._loaded().process(frame.image, frame.index, frame.timestamp, s)
+        except Exception as exc:  # noqa: BLE001 - keep running; the error is reported, not swallowed
+            log.exception('frame %d failed', frame.index)
+            self._notice(f'processing error: {exc}')
+            self._next_due = time.perf_counter() + 0.05
+            return
+        t0 = time.perf_counter()
+        self._send_outputs(result, s)
+        t1 = time.perf_counter()
+        tm = result.timings_ms
+        tm['capture'] = frame.read_ms
+        tm['output'] = tm.pop('present', 0.0) + (t1 - t0) * 1000
+        tm['total'] = (t1 - frame.timestamp) * 1000
+        with self._stats_lock:
             for k in STAGES:
                 self._times[k].append(tm.get(k, 0.0))
             self._out_times.append(t1)
             self._frames_out += 1
-            self._latest = result
-            for callback in list(self._listeners):
-                try:
-                    callback(result)
-                except Exception:  # noqa: BLE001
-                    log.exception('listener %r failed', callback)
-            if s.fps_cap:
-                self._stop.wait(max(0.0, started + 1.0 / s.fps_cap - time.perf_counter()))
+        self._latest = result
+        for callback in self._listeners:
+            try:
+                callback(result)
+            except Exception:  # noqa: BLE001
+                log.exception('listener %r failed', callback)
+        self._next_due = started + 1.0 / s.fps_cap if s.fps_cap else 0.0
 
-    def _send_outputs(self, result: FrameResult, s: EngineSettings) -> None:
+    def _send_outputs(self, result: FrameResult, s: Settings) -> None:
         cam = self._vcam
         if cam is not None:
             if cam.follow_setting:
@@ -404,28 +501,48 @@ class Engine:
                 cam.send(result.output_unmirrored)
             except Exception as exc:  # noqa: BLE001 - e.g. the device vanished: turn it off and say why
                 self._vcam = None
+                cam.close()
                 self._vcam_status = VirtualCameraStatus('unavailable', f'virtual camera failed: {exc}')
                 log.error('virtual camera failed: %s', exc)
-        for sink in self._sinks:
-            sink.write(result.output)
+        for sink in list(self._sinks):
+            try:
+                sink.write(result.output)
+            except Exception as exc:  # noqa: BLE001 - a file that cannot be written ends the run, loudly
+                self._sinks.remove(sink)
+                self._fail(f'writing {getattr(sink, "path", "the output")} failed: {exc}')
+                self._retire_capture()
+                self._state = 'failed'
+                self._finished.set()
 
-    # -- stats -----------------------------------------------------------------------------------
+    # == stats ====================================================================================
+    def reset_stats(self) -> None:
+        """Forget the stage timings so far (benchmarks skip their warm-up frames)."""
+        with self._stats_lock:
+            for q in self._times.values():
+                q.clear()
+            self._out_times.clear()
+
     def stats(self) -> EngineStats:
-        stages = {}
-        for k, values in self._times.items():
-            arr = np.fromiter(values, float) if values else np.zeros(1)
-            stages[k] = StageStats(float(arr.mean()), float(np.percentile(arr, 95)))
-        times = list(self._out_times)
-        fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
-        cap = self._capture
+        with self._stats_lock:
+            times = {k: np.fromiter(v, float) if v else np.zeros(1) for k, v in self._times.items()}
+            out_times = list(self._out_times)
+            frames_out, frames_in_before, dropped_before = \
+                self._frames_out, self._frames_in_before, self._dropped_before
+        stages = {k: StageStats(float(a.mean()), float(np.percentile(a, 95)), float(np.percentile(a, 99)))
+                  for k, a in times.items()}
+        fps = (len(out_times) - 1) / (out_times[-1] - out_times[0]) \
+            if len(out_times) > 1 and out_times[-1] > out_times[0] else 0.0
+        cap = self._capture or self._last_capture
+        live = self._capture
         p = self._pipeline
-        b = p.backend if p is not None else None
+        latest = self._latest
         return EngineStats(
-            fps=fps, frames_in=self._frames_in_before + (cap.frames_read if cap else 0), frames_out=self._frames_out,
-            dropped=self._dropped_before + (cap.dropped if cap else 0), stages=stages,
-            backend=b.describe() if b else '', backend_reason=self._backend_reason, device=b.device if b else '',
-            dtype=b.dtype if b else '', camera_state=cap.state if cap else 'stopped',
-            camera_message=cap.message if cap else '', camera_resolution=cap.size if cap else None,
-            camera_fps=cap.nominal_fps if cap else None, camera_measured_fps=cap.measured_fps if cap else 0.0,
-            face_detector=self._detector_state, calibrated=bool(p and p.calibrated), running=self.running,
-            notices=list(self._notices))
+            state=self._state, fps=fps, frames_in=frames_in_before + (live.frames_read if live else 0),
+            frames_out=frames_out, dropped=dropped_before + (live.dropped if live else 0), stages=stages,
+            backend=self._backend, backend_reason=self._backend_reason,
+            camera_state=cap.state if cap else 'stopped', camera_message=cap.message if cap else '',
+            camera_resolution=cap.size if cap else None, camera_fps=cap.nominal_fps if cap else None,
+            camera_measured_fps=cap.measured_fps if cap else 0.0, face_detector=self._detector_state,
+            face_found=bool(latest and latest.face_found), calibrated=bool(p and p.calibrated),
+            status=latest.status if latest else '', notices=list(self._notices), error=self._error)
+

@@ -1,54 +1,27 @@
-"""``main.py --headless``: run the engine without a window (file/camera in, video file and/or virtual camera
-out) and print a summary: frames in/out, dropped, per-stage mean/p95 latency, backend."""
+"""``main.py run``: the engine without a window (camera or file in; video file and/or virtual camera out), then a
+summary: frames in/out, dropped, per-stage mean/p95 latency, backend."""
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+import threading
 import time
 
-from .cameras import resolution_arg
-from .engine import Engine, EngineError, EngineOptions, EngineSettings, EngineStats
+from .engine import Engine, EngineError, EngineStats
+from .options import CaptureOptions, ModelOptions, OutputOptions, RunOptions, Settings, add_arguments, from_args
 
 log = logging.getLogger(__name__)
 
 EXIT_USAGE = 2
+EXIT_FAILED = 1
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument('--input', '-i', default='0', help='camera index or name, video file, or stream URL (default 0)')
-    p.add_argument('--avatar', '-a', help='avatar image (any size; the face is cropped automatically)')
-    p.add_argument('--keep-full-avatar', action='store_true', help='use the whole avatar image, no face crop')
-    p.add_argument('--output', '-o', help='write the animated avatar to this video file')
-    p.add_argument('--virtual-camera', action='store_true', help='send the output to a virtual camera')
-    p.add_argument('--vcam-size', default=(1280, 720), type=resolution_arg,
-                   help='virtual camera WIDTHxHEIGHT (square avatar pillarboxed), e.g. 1280x720 or 720x720')
-    p.add_argument('--vcam-fps', type=float, default=30.0)
-    p.add_argument('--camera-size', default=None, metavar='WxH', type=resolution_arg,
-                   help='resolution to ask the camera for (default: 640x480 when the model runs on the CPU, '
-                        'whose cores decoding 720p would take from it; 1280x720 on a GPU)')
-    p.add_argument('--vcam-device', default=None, help='virtual camera device, e.g. /dev/video10')
-    p.add_argument('--backend', default='auto', choices=('auto', 'torch', 'compile', 'tensorrt', 'onnx'))
-    p.add_argument('--device', default='cpu', help='cpu or cuda')
-    p.add_argument('--dtype', default='float32', choices=('float32', 'float16', 'bfloat16'))
-    p.add_argument('--channels-last', action='store_true')
-    p.add_argument('--config', default=None, help='model config name or YAML (default face-128)')
-    p.add_argument('--checkpoint', default=None, help='model checkpoint (default: the bundled face-128 model)')
-    p.add_argument('--calibrate-at', type=float, default=0.0, metavar='SECONDS',
-                   help='calibrate on the frame at this time (file time for files, wall time for cameras)')
-    p.add_argument('--auto-calibrate', action='store_true', help='re-anchor when the pose matches the avatar better')
-    p.add_argument('--kp-smoothing', type=float, default=0.0, help='keypoint smoothing 0 (off) .. 1')
-    p.add_argument('--absolute', action='store_true', help='absolute keypoints instead of relative motion')
-    p.add_argument('--max-frames', type=int, default=None, help='stop after this many output frames')
-    p.add_argument('--duration', type=float, default=None, help='stop after this many seconds')
-    p.add_argument('--loop', action='store_true', help='loop a video file input (until --max-frames/--duration)')
-    p.add_argument('--realtime', action='store_true',
-                   help='pace a file input at its fps and drop frames like a camera (default: every frame)')
-    p.add_argument('--detect-every', type=int, default=3,
-                   help='run face detection every N frames (default 3: 10 Hz from a 30 fps camera; the crop is '
-                        'smoothed in between). Detection runs on its own thread between frames')
-    p.add_argument('--detect-sync', action='store_true',
-                   help='run face detection on the engine thread, in the frame it crops (no one-frame crop lag)')
+def build_parser(prog: str = 'main.py run') -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__)
+    add_arguments(p, ModelOptions, CaptureOptions, Settings, OutputOptions, RunOptions)
+    p.add_argument('-v', '--verbose', action='store_true', help='log what the engine does')
+    return p
 
 
 def format_summary(stats: EngineStats, wall_s: float) -> str:
@@ -66,120 +39,144 @@ def format_summary(stats: EngineStats, wall_s: float) -> str:
     return '\n'.join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
-    from fomm_model.defaults import DEFAULT_CONFIG
+class RunControl:
+    """A frame listener (engine thread) that calibrates at ``--calibrate-at`` and stops at ``--max-frames``."""
 
+    def __init__(self, engine: Engine, run: RunOptions, file_fps: float | None):
+        self.engine, self.run, self.file_fps = engine, run, file_fps
+        self.done = threading.Event()
+        self.frames = 0
+        self.calibration_asked = False
+        self.calibrated_at: int | None = None
+        self._waiting_said = False
+        self._t0: float | None = None
+
+    def __call__(self, result) -> None:
+        self.frames += 1
+        if self._t0 is None:
+            self._t0 = result.timestamp
+        if not self.calibration_asked:
+            elapsed = result.index / self.file_fps if self.file_fps else result.timestamp - self._t0
+            if elapsed >= self.run.calibrate_at:
+                self.engine.calibrate()   # on the engine thread: applies from the next frame with a face
+                self.calibration_asked = True
+        elif 'calibration waits' in result.status and not self._waiting_said:
+            self._waiting_said = True
+            print(f'frame {result.index}: no face, so calibration waits for the first frame with one',
+                  file=sys.stderr)
+        if result.calibrated and self.calibrated_at is None:
+            self.calibrated_at = result.index
+            print(f'calibrated on frame {result.index}', file=sys.stderr)
+        if self.run.max_frames is not None and self.frames >= self.run.max_frames:
+            self.engine.stop()           # on the engine thread: no frame after this one
+            self.done.set()
+
+
+def run(args: argparse.Namespace) -> int:
     from .avatar import AvatarError
     from .cameras import SourceError
-    from .sinks import VideoFileSink
-    if not args.avatar:
-        print('error: --avatar IMAGE is required in headless mode', file=sys.stderr)
-        return EXIT_USAGE
-    if args.detect_every < 1:
-        print(f'error: --detect-every must be 1 or more, got {args.detect_every}', file=sys.stderr)
-        return EXIT_USAGE
-    is_file = False
+    model, capture, settings = (from_args(g, args) for g in (ModelOptions, CaptureOptions, Settings))
+    output, run_opts = from_args(OutputOptions, args), from_args(RunOptions, args)
+    if not run_opts.avatar:
+        return _fail('--avatar IMAGE is required: the picture to animate', EXIT_USAGE)
+    if capture.realtime is None:
+        capture.realtime = False   # a file is processed frame by frame; cameras are live anyway
     try:
-        options = EngineOptions(source=args.input, config=args.config or DEFAULT_CONFIG, checkpoint=args.checkpoint,
-                                backend=args.backend, device=args.device, dtype=args.dtype,
-                                channels_last=args.channels_last, loop_file=args.loop, realtime=args.realtime,
-                                detect_every=args.detect_every, detect_async=not args.detect_sync,
-                                capture_size=args.camera_size)
-        settings = EngineSettings(relative=not args.absolute, mirror_preview=False, auto_calibrate=args.auto_calibrate,
-                                  kp_smoothing=args.kp_smoothing)
-        engine = Engine(options, settings)
-        is_file = engine.source.kind == 'file'
-        avatar = engine.set_avatar(args.avatar, keep_full_image=args.keep_full_avatar)
+        engine = Engine(model, capture, settings)
+    except (EngineError, SourceError, ValueError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    try:
+        return _run(engine, output, run_opts)
     except (EngineError, SourceError, AvatarError, FileNotFoundError, ValueError) as exc:
-        print(f'error: {exc}', file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(str(exc), EXIT_USAGE)
+    finally:
+        engine.close()
+
+
+def _run(engine: Engine, output: OutputOptions, run_opts: RunOptions) -> int:
+    from fomm_model.output_paths import check_output_file
+    from fomm_model.video_io import VIDEO_WRITE_EXTENSIONS
+
+    from .sinks import VideoFileSink
+    is_file = engine.source.kind == 'file'
+    file_fps = _file_fps(engine.source.location) if is_file else None
+    sink = None
+    if output.output:   # checked before anything runs: never over an input, a writable video format
+        model = engine.model_options
+        check_output_file(output.output, what='--output', extensions=VIDEO_WRITE_EXTENSIONS,
+                          inputs={'--input': engine.source.location if is_file else None,
+                                  '--avatar': run_opts.avatar, '--checkpoint': model.checkpoint,
+                                  '--config': model.config})
+        sink = VideoFileSink(output.output, fps=file_fps or 30.0)
+    avatar = engine.set_avatar(run_opts.avatar, keep_full_image=run_opts.keep_full_avatar)
     if avatar.warning:
         print(f'warning: {avatar.warning}', file=sys.stderr)
-    sink = None
-    if args.output:
-        try:
-            fps = _source_fps(args.input) if is_file else 30.0
-            sink = VideoFileSink(args.output, fps=fps)
-        except (FileNotFoundError, ValueError) as exc:
-            print(f'error: {exc}', file=sys.stderr)
-            return EXIT_USAGE
+    if sink is not None:
         engine.add_sink(sink)
-    if args.virtual_camera:
-        w, h = args.vcam_size
-        status = engine.start_virtual_camera(w, h, args.vcam_fps, args.vcam_device)
+    if output.virtual_camera:
+        w, h = output.vcam_size
+        status = engine.start_virtual_camera(w, h, output.vcam_fps, output.vcam_device)
         print(f'virtual camera: {status.state}: {status.message}', file=sys.stderr)
-    calibrate_at = max(0.0, args.calibrate_at)
-    if calibrate_at == 0:
+    control = RunControl(engine, run_opts, file_fps if not engine.capture_options.realtime else None)
+    if run_opts.calibrate_at == 0:   # from the very first frame (with a face)
         engine.calibrate()
-    state = {'calibrated': calibrate_at == 0, 't0': None}
-    fps_for_time = _source_fps(args.input) if is_file and not args.realtime else None
-
-    def on_frame(result) -> None:
-        if state['t0'] is None:
-            state['t0'] = result.timestamp
-        if not state['calibrated']:
-            elapsed = result.index / fps_for_time if fps_for_time else result.timestamp - state['t0']
-            if elapsed >= calibrate_at:
-                engine.calibrate()
-                state['calibrated'] = True
-
-    engine.add_listener(on_frame)
+        control.calibration_asked = True
+    engine.add_listener(control)
     t_start = time.perf_counter()
-    try:
-        engine.start()
-    except EngineError as exc:
-        print(f'error: {exc}', file=sys.stderr)
-        return EXIT_USAGE
+    engine.start()
     code = 0
     try:
-        code = _wait(engine, args, is_file, t_start)
+        code = _wait(engine, control, run_opts, t_start)
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr)
-    finally:
-        engine.stop()
+    engine.stop()
     wall = time.perf_counter() - t_start
-    print(format_summary(engine.stats(), wall))
+    stats = engine.stats()
+    print(format_summary(stats, wall))
     if sink is not None:
-        print(f'output:     {args.output} ({sink.frames_written} frames)')
+        print(f'output:     {output.output} ({sink.frames_written} frames)')
+    if stats.error:
+        return _fail(stats.error, EXIT_USAGE if stats.camera_state == 'failed' else EXIT_FAILED)
+    if not stats.calibrated and engine.settings.relative and stats.frames_out:
+        print('warning: never calibrated (no frame with a face at or after --calibrate-at '
+              f'{run_opts.calibrate_at:g} s): the output shows the avatar unmoved', file=sys.stderr)
     return code
 
 
-def _source_fps(path: str) -> float:
+def _wait(engine: Engine, control: RunControl, run_opts: RunOptions, t_start: float) -> int:
+    """Block until the file ends, --max-frames/--duration is reached, or the camera never opens."""
+    while True:
+        remaining = None if run_opts.duration is None else run_opts.duration - (time.perf_counter() - t_start)
+        if remaining is not None and remaining <= 0:
+            return 0
+        if control.done.wait(min(0.2, remaining) if remaining is not None else 0.2):
+            return 0
+        if engine.wait_until_finished(0):
+            return 0
+        if control.frames == 0 and time.perf_counter() - t_start > 15:
+            st = engine.stats()
+            if st.camera_state in ('reconnecting', 'opening', 'failed'):
+                from .cameras import describe_cameras
+                print(f'error: could not open {engine.source.label}: {st.camera_message} ({describe_cameras()})',
+                      file=sys.stderr)
+                return EXIT_USAGE
+
+
+def _fail(message: str, code: int) -> int:
+    print(f'error: {message}', file=sys.stderr)
+    return code
+
+
+def _file_fps(path: str) -> float | None:
     from fomm_model.video_io import video_fps
     try:
-        return float(video_fps(path)) or 30.0
-    except Exception:  # noqa: BLE001 - unknown fps: the usual webcam rate
-        return 30.0
-
-
-def _wait(engine: Engine, args, is_file: bool, t_start: float) -> int:
-    """Block until the file ends, --max-frames/--duration is reached, or the camera never opens."""
-    opened = False
-    while True:
-        st = engine.stats()
-        if st.frames_in > 0:
-            opened = True
-        if not opened and time.perf_counter() - t_start > 15 and st.camera_state in ('reconnecting', 'opening'):
-            from .cameras import list_cameras
-            cams = ', '.join(f'{c.index}: "{c.name}"' for c in list_cameras()) or 'none found'
-            print(f'error: could not open {args.input}: {st.camera_message} (cameras: {cams})', file=sys.stderr)
-            return EXIT_USAGE
-        if args.max_frames is not None and st.frames_out >= args.max_frames:
-            return 0
-        if args.duration is not None and time.perf_counter() - t_start >= args.duration:
-            return 0
-        if is_file and engine.wait_until_finished(0.05):
-            return 0
-        if not engine.running:
-            return 1
-        time.sleep(0.02)
+        return float(video_fps(path)) or None
+    except Exception:  # noqa: BLE001 - unknown fps: the usual webcam rate is used by the caller
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog='main.py --headless', description=__doc__)
-    add_arguments(p)
-    p.add_argument('-v', '--verbose', action='store_true')
-    args = p.parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format='%(levelname)s %(name)s: %(message)s')
     return run(args)

@@ -1,42 +1,37 @@
-"""Per-frame logic: crop -> keypoints -> smoothing -> calibration / relative motion -> generate -> mirroring.
+"""Per-frame logic: crop -> keypoints -> smoothing -> calibration -> relative motion -> generate -> present.
 
-Everything that depends only on the avatar or the anchor (source keypoints, adapt-scale factor, inverse of the
-anchor's jacobians) is computed when they change, not per frame.
+Relative motion is the model package's (:class:`fomm_model.Animator` and its ``RelativeMotion``); this module
+adds what a live camera needs: calibration that waits for a face, auto-calibration, and what to show when the
+face is lost (the avatar eases back to its resting pose and eases into the tracked pose again when the face
+returns, instead of melting on an empty crop).
 """
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
-from fomm_model.keypoints import movement_scale, pose_distance
+from fomm_model import Animator, Keypoints
+from fomm_model.keypoints import pose_distance
 
 from .avatar import AvatarInfo
-from .backends import Backend, Keypoints
 from .cropper import FaceCropper
 from .cv2_compat import cv2
 from .one_euro import OneEuroFilter
+from .options import Settings
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class EngineSettings:
-    """Live-changeable settings (``Engine.update_settings(**changes)``)."""
-    relative: bool = True
-    adapt_scale: bool = True
-    passthrough: bool = False
-    mirror_preview: bool = True
-    mirror_output: bool = False
-    crop_zoom: float = 1.0
-    crop_offset: tuple[float, float] = (0.0, 0.0)
-    kp_smoothing: float = 0.0    # 0 = off .. 1 = strongest
-    auto_calibrate: bool = False
-    fps_cap: float | None = None
-    overlay_alpha: float = 0.0   # blend avatar over camera crop in preview to match poses
+EASE_OUT_S = 0.6   # time constant of the drift back to the resting pose while no face is seen
+EASE_IN_S = 0.15   # time constant of the return to the tracked pose when the face is back
+EASE_IN_FRAMES = 12
+AUTO_CALIBRATION_GAIN = 0.9   # re-anchor only on a clearly better match (hysteresis against flicker)
+# A keypoint moving more than this (in crop units, [-1, 1]) between two frames is not a face moving (talking
+# clips: under 0.02 a frame; a face leaving the crop: 0.35): that frame holds the pose until detection confirms.
+GLITCH = 0.1
 
 
 @dataclass
@@ -48,14 +43,11 @@ class FrameResult:
     face_found: bool
     driving: np.ndarray           # crop at model size RGB (mirrored if mirror_preview)
     keypoints: np.ndarray | None  # (K, 2) in [-1, 1] driving-crop coords (as displayed)
-    output: np.ndarray            # animated avatar at model size RGB (mirrored if mirror_output)
+    output: np.ndarray            # what goes out (mirrored if mirror_output): the avatar, animated
     calibrated: bool
+    status: str = ''              # 'no face', 'waiting for a face to calibrate', ...
     timings_ms: dict[str, float] = field(default_factory=dict)   # capture, crop, model, output, total
     output_unmirrored: np.ndarray | None = field(default=None, repr=False)
-
-
-def _t(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None]
 
 
 def smoothing_cutoff(strength: float) -> float:
@@ -63,72 +55,68 @@ def smoothing_cutoff(strength: float) -> float:
     return float(10.0 ** (1.0 - 1.5 * min(max(strength, 0.0), 1.0)))
 
 
-class Anchor:
-    """The calibration frame's keypoints and what relative motion needs from them, precomputed."""
-
-    def __init__(self, kp: Keypoints, kp_source: Keypoints, adapt_scale: bool):
-        self.kp = kp
-        self.jacobian_inv = np.linalg.inv(kp.jacobian.astype(np.float64)).astype(np.float32)
-        self.distance = pose_distance(_t(kp_source.value), _t(kp.value))
-        self.scale = 1.0
-        self.update_source(kp_source, adapt_scale)
-
-    def update_source(self, kp_source: Keypoints, adapt_scale: bool) -> None:
-        self.adapt_scale = adapt_scale
-        self.scale = movement_scale({'value': _t(kp_source.value)}, {'value': _t(self.kp.value)}) \
-            if adapt_scale else 1.0
-        self.distance = pose_distance(_t(kp_source.value), _t(self.kp.value))
-        self._source_jacobian = kp_source.jacobian
-        self._jinv_js = self.jacobian_inv @ kp_source.jacobian  # J0^-1 Js, constant until avatar/anchor change
-
-    def normalize(self, kp: Keypoints, kp_source: Keypoints) -> Keypoints:
-        """value' = s (v - v0) + vs ; J' = J J0^-1 Js (relative motion with adapt-scale, as the original)."""
-        value = (kp.value - self.kp.value) * self.scale + kp_source.value
-        jacobian = kp.jacobian @ self._jinv_js
-        return Keypoints(value.astype(np.float32), jacobian.astype(np.float32))
+def blend(a: Keypoints, b: Keypoints, weight_b: float) -> Keypoints:
+    """(1 - w) a + w b, value and jacobian."""
+    w = np.float32(weight_b)
+    return Keypoints(a.value + w * (b.value - a.value), a.jacobian + w * (b.jacobian - a.jacobian))
 
 
 class Pipeline:
-    """One frame in, one FrameResult out; owns calibration state. Called from one thread."""
+    """One frame in, one FrameResult out; owns calibration and face-loss state. Called from one thread."""
 
-    def __init__(self, backend: Backend, cropper: FaceCropper, size: tuple[int, int]):
-        self.backend = backend
+    def __init__(self, animator: Animator, cropper: FaceCropper):
+        self.animator = animator
         self.cropper = cropper
-        self.size = size
         self.avatar: AvatarInfo | None = None
-        self.kp_source: Keypoints | None = None
-        self.anchor: Anchor | None = None
+        self.anchor_distance: float | None = None   # pose distance of the anchor to the avatar
+        self.last_match: float | None = None        # pose distance of the current frame to the avatar
+        self.auto_calibrations = 0
+        self.compositor = None                      # pastes the animated face into the whole avatar image
         self._calibrate_next = False
         self._kp_filter: OneEuroFilter | None = None
         self._kp_strength = 0.0
-        self.auto_calibrations = 0
-        self.last_match: float | None = None   # pose distance of the current frame to the avatar
+        self.shown: Keypoints | None = None         # normalised keypoints last animated
+        self._lost_since: float | None = None
+        self._recovering = 0
+        self._last_raw: np.ndarray | None = None   # the previous frame's keypoints, for the glitch guard
+        self._last_t: float | None = None
 
-    # -- state changes (called between frames, on the engine thread) ------------------------------
+    # -- state changes (between frames) --------------------------------------------------------------
     def set_avatar(self, avatar: AvatarInfo) -> None:
-        self.kp_source = self.backend.set_source(avatar.image)
+        self.animator.set_source(avatar.image)
         self.avatar = avatar
-        if self.anchor is not None:
-            self.anchor.update_source(self.kp_source, self.anchor.adapt_scale)
+        self.compositor = avatar.compositor()
+        self.shown = None
+        self._update_anchor_distance()
 
     def request_calibration(self) -> None:
         self._calibrate_next = True
 
     def reset_calibration(self) -> None:
-        self.anchor = None
+        self.animator.clear_anchor()
+        self.anchor_distance = None
+        self._calibrate_next = False
         self.cropper.unlock_scale()
 
     @property
     def calibrated(self) -> bool:
-        return self.anchor is not None
+        return self.animator.kp_anchor is not None
 
-    def set_anchor(self, kp: Keypoints, adapt_scale: bool) -> None:
-        if self.kp_source is None:
-            return
-        self.anchor = Anchor(kp, self.kp_source, adapt_scale)
+    @property
+    def calibration_pending(self) -> bool:
+        return self._calibrate_next
+
+    def set_anchor(self, kp: Keypoints) -> None:
+        self.animator.set_anchor(kp)
         self.cropper.lock_scale()
-        log.info('calibrated (adapt-scale %.3f, pose distance to avatar %.3f)', self.anchor.scale,
-                 self.anchor.distance)
+        self._update_anchor_distance()
+        log.info('calibrated (adapt-scale %.3f, pose distance to avatar %.3f)', self.animator.motion.scale,
+                 self.anchor_distance)
+
+    def _update_anchor_distance(self) -> None:
+        a = self.animator
+        self.anchor_distance = pose_distance(a.kp_source, a.kp_anchor) \
+            if a.kp_source is not None and a.kp_anchor is not None else None
 
     def _smooth(self, kp: Keypoints, strength: float, t: float) -> Keypoints:
         if strength <= 0:
@@ -142,46 +130,90 @@ class Pipeline:
         n = kp.value.size
         return Keypoints(out[:n].reshape(kp.value.shape), out[n:].reshape(kp.jacobian.shape))
 
-    # -- the frame ------------------------------------------------------------------------------
-    def process(self, image: np.ndarray, index: int, timestamp: float, s: EngineSettings) -> FrameResult:
+    # -- the frame ----------------------------------------------------------------------------------
+    def process(self, image: np.ndarray, index: int, timestamp: float, s: Settings) -> FrameResult:
         t0 = time.perf_counter()
         crop = self.cropper.process(image, timestamp, s.crop_zoom, s.crop_offset)
+        # without a detector (mediapipe missing) there is no face information: treat the crop as a face
+        face = crop.face_found or self.cropper.detector is None
         t1 = time.perf_counter()
-        kp = None
+        kp, status = None, ''
+        animator = self.animator
+        if animator.relative != s.relative:
+            animator.relative = s.relative
+        animator.adapt_scale = s.adapt_scale
         if s.passthrough or self.avatar is None:
             output = crop.crop
         else:
-            kp = self._smooth(self.backend.keypoints(crop.crop), s.kp_smoothing, timestamp)
-            if self._calibrate_next or (s.auto_calibrate and self.anchor is None and crop.face_found):
-                self._calibrate_next = False
-                self.set_anchor(kp, s.adapt_scale)
-            elif self.anchor is not None and self.anchor.adapt_scale != s.adapt_scale:
-                self.anchor.update_source(self.kp_source, s.adapt_scale)
-            if s.auto_calibrate and self.anchor is not None and crop.face_found:
-                self.last_match = pose_distance(_t(self.kp_source.value), _t(kp.value))
-                if self.last_match < 0.9 * self.anchor.distance:  # hysteresis against flicker
-                    self.set_anchor(kp, s.adapt_scale)
-                    self.auto_calibrations += 1
-            if not s.relative:
-                output = self.backend.generate(kp)
-            elif self.anchor is None:
-                output = self.avatar.image  # before calibration: the avatar, unmoved
-            else:
-                output = self.backend.generate(self.anchor.normalize(kp, self.kp_source))
+            kp = self._smooth(animator.keypoints(crop.crop), s.kp_smoothing, timestamp)
+            status = self._calibrate(kp, face, s)
+            output, moving_status = self._animate(kp, face, timestamp, s)
+            status = status or moving_status
         t2 = time.perf_counter()
-        result = self._present(image, crop, kp, output, index, timestamp, s)
+        result = self._present(image, crop, kp, output, index, timestamp, s, face, status)
         # the keypoints tell the cropper whether the face moved (detection due); the asynchronous one detects now
         self.cropper.after_frame(image, timestamp, kp.value if kp is not None and crop.face_found else None)
         t3 = time.perf_counter()
         result.timings_ms.update(crop=(t1 - t0) * 1000, model=(t2 - t1) * 1000, present=(t3 - t2) * 1000)
         return result
 
-    def _present(self, image, crop, kp, output, index, timestamp, s: EngineSettings) -> FrameResult:
-        """Preview/output images: mirroring, avatar overlay. Only work the settings ask for."""
+    def _calibrate(self, kp: Keypoints, face: bool, s: Settings) -> str:
+        """Anchor when asked (or automatically) on a frame with a face; otherwise wait and say so."""
+        wanted = self._calibrate_next or (s.auto_calibrate and not self.calibrated)
+        if wanted and not face:
+            if self._calibrate_next:
+                return 'no face: calibration waits for a face'
+            return ''
+        if wanted:
+            self._calibrate_next = False
+            self.set_anchor(kp)
+            return ''
+        if s.auto_calibrate and face and self.calibrated:
+            self.last_match = pose_distance(self.animator.kp_source, kp)
+            if self.last_match < AUTO_CALIBRATION_GAIN * self.anchor_distance:
+                self.set_anchor(kp)
+                self.auto_calibrations += 1
+        return ''
+
+    def _animate(self, kp: Keypoints, face: bool, t: float, s: Settings) -> tuple[np.ndarray, str]:
+        """The model's output for this frame, easing to the resting pose while the face is lost."""
+        dt = 1 / 30 if self._last_t is None else min(max(t - self._last_t, 1e-3), 0.5)
+        self._last_t = t
+        a = self.animator
+        if s.relative and not self.calibrated:
+            return self.avatar.image, ''  # before calibration: the avatar, unmoved
+        jump = np.abs(kp.value - self._last_raw).max() if self._last_raw is not None else 0.0
+        self._last_raw = kp.value
+        if face and jump > GLITCH and self.shown is not None:
+            return a.generate(self.shown), ''  # hold: the face probably left; the next detection tells
+        if face:
+            target = a.normalize(kp)
+            if self._lost_since is not None:
+                log.info('face back after %.1f s', t - self._lost_since)
+                self._lost_since, self._recovering = None, EASE_IN_FRAMES
+            if self._recovering and self.shown is not None:
+                self._recovering -= 1
+                target = blend(self.shown, target, 1 - math.exp(-dt / EASE_IN_S) if self._recovering else 1.0)
+            status = ''
+        else:
+            if self._lost_since is None:
+                self._lost_since = t
+                log.info('no face in the crop: easing the avatar back to its resting pose')
+            rest = a.kp_source
+            target = blend(self.shown if self.shown is not None else rest, rest, 1 - math.exp(-dt / EASE_OUT_S))
+            status = 'no face'
+        self.shown = target
+        return a.generate(target), status
+
+    def _present(self, image, crop, kp, output, index, timestamp, s: Settings, face: bool,
+                 status: str) -> FrameResult:
+        """Preview and output images: paste-back, mirroring, avatar overlay. Only work the settings ask for."""
         driving = crop.crop
         if s.overlay_alpha > 0 and self.avatar is not None:
             a = float(min(s.overlay_alpha, 1.0))
             driving = cv2.addWeighted(self.avatar.image, a, driving, 1.0 - a, 0.0)
+        if s.paste_back and self.compositor is not None and not s.passthrough:
+            output = self.compositor(output)
         box = crop.box
         keypoints = kp.value.copy() if kp is not None else None
         camera = image
@@ -193,6 +225,6 @@ class Pipeline:
             if keypoints is not None:
                 keypoints[:, 0] = -keypoints[:, 0]
         shown = np.ascontiguousarray(output[:, ::-1]) if s.mirror_output else output
-        return FrameResult(index=index, timestamp=timestamp, camera=camera, crop_box=box, face_found=crop.face_found,
+        return FrameResult(index=index, timestamp=timestamp, camera=camera, crop_box=box, face_found=face,
                            driving=driving, keypoints=keypoints, output=shown, calibrated=self.calibrated,
-                           timings_ms={}, output_unmirrored=output)
+                           status=status, output_unmirrored=output)

@@ -1,4 +1,4 @@
-"""Virtual camera output through pyvirtualcam: the square avatar pillarboxed into e.g. 1280x720, RGB.
+"""Virtual camera output through pyvirtualcam: the avatar fitted into e.g. 1280x720 (pillarboxed), RGB.
 
 When no virtual-camera backend exists the caller gets status 'unavailable' with the platform's fix; the app
 keeps running (the most common complaint about these apps is a missing/grey virtual camera with no reason).
@@ -40,22 +40,33 @@ class VirtualCameraUnavailable(RuntimeError):
 
 
 class Letterbox:
-    """Places a square frame centred on a fixed canvas (pillarbox / letterbox); the canvas and the target
-    region are allocated once, each frame is one resize into the region."""
+    """Fits frames, keeping their aspect ratio, centred on a fixed canvas (pillarbox / letterbox); the canvas is
+    allocated once and the target region once per frame shape, so each frame is one resize into the region."""
 
     def __init__(self, width: int, height: int):
         self.canvas = np.zeros((height, width, 3), np.uint8)
-        side = min(width, height)
-        self.x0, self.y0, self.side = (width - side) // 2, (height - side) // 2, side
-        self.region = self.canvas[self.y0:self.y0 + side, self.x0:self.x0 + side]
+        self._shape: tuple[int, int] | None = None
+        self.region = self.canvas
+
+    def _fit(self, h: int, w: int) -> None:
+        ch, cw = self.canvas.shape[:2]
+        scale = min(cw / w, ch / h)
+        rw, rh = max(1, round(w * scale)), max(1, round(h * scale))
+        x0, y0 = (cw - rw) // 2, (ch - rh) // 2
+        self.canvas[...] = 0
+        self.region = self.canvas[y0:y0 + rh, x0:x0 + rw]
+        self._shape = (h, w)
 
     def place(self, frame: np.ndarray, mirror: bool = False) -> np.ndarray:
+        if self._shape != frame.shape[:2]:
+            self._fit(*frame.shape[:2])
         src = frame[:, ::-1] if mirror else frame
-        if src.shape[0] == self.side and src.shape[1] == self.side:
+        rh, rw = self.region.shape[:2]
+        if src.shape[:2] == (rh, rw):
             self.region[...] = src
         else:
-            interp = cv2.INTER_AREA if src.shape[0] > self.side else cv2.INTER_LINEAR
-            cv2.resize(np.ascontiguousarray(src), (self.side, self.side), dst=self.region, interpolation=interp)
+            interp = cv2.INTER_AREA if src.shape[0] > rh else cv2.INTER_LINEAR
+            cv2.resize(np.ascontiguousarray(src), (rw, rh), dst=self.region, interpolation=interp)
         return self.canvas
 
 

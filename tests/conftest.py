@@ -23,3 +23,15 @@ def shared_dir() -> Path:
 @pytest.fixture(scope='session')
 def reference_dir(shared_dir) -> Path:
     return shared_dir / 'fixtures' / 'reference'
+
+
+@pytest.fixture()
+def recording_backend():
+    """pyvirtualcam with an in-memory backend named 'recording' (see test_live_support.RecordingBackend)."""
+    import pyvirtualcam
+    from pyvirtualcam.camera import BACKENDS
+    from test_live_support import RecordingBackend
+    RecordingBackend.instances.clear()
+    pyvirtualcam.register_backend('recording', RecordingBackend)
+    yield RecordingBackend
+    BACKENDS.pop('recording', None)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 os.environ.setdefault('QT_QPA_PLATFORM', 'offscreen')
 
@@ -54,25 +54,31 @@ class _Sample:
     pair: tuple[float, float] = (0.0, 0.0)
     cap: float | None = None
     name: str = 'x'
-    items: list = field(default_factory=list)
 
 
 def test_settings_store_round_trips_types_through_an_ini_file(tmp_path):
     path = tmp_path / 'settings.ini'
     store = SettingsStore(path)
-    store.save_dataclass('s', _Sample(False, 2.5, (0.1, -0.2), 24.0, 'cam', [1]))
-    store.save_prefs(AppPrefs(source='2', source_name='Logitech', avatar='user:me.png', backend='onnx'))
+    store.save_dataclass('s', _Sample(False, 2.5, (0.1, -0.2), 24.0, 'cam'))
+    store.save_prefs(AppPrefs(source='2', source_name='Logitech', avatar='user:me.png', show_keypoints=True))
     store.sync()
     assert path.is_file()
     again = SettingsStore(path)
-    assert again.load_dataclass('s', _Sample()) == _Sample(False, 2.5, (0.1, -0.2), 24.0, 'cam', [1])
+    assert again.load_dataclass('s', _Sample()) == _Sample(False, 2.5, (0.1, -0.2), 24.0, 'cam')
     prefs = again.load_prefs()
-    assert (prefs.source, prefs.source_name, prefs.avatar, prefs.backend) == ('2', 'Logitech', 'user:me.png', 'onnx')
+    assert (prefs.source, prefs.source_name, prefs.avatar, prefs.show_keypoints) == ('2', 'Logitech', 'user:me.png',
+                                                                                     True)
     # a value of the wrong type (hand-edited file, older version) falls back to the default
     again.qsettings.setValue('s/ratio', '"fast"')
     again.qsettings.setValue('s/flag', 'not json')
     assert again.load_dataclass('s', _Sample()).ratio == 1.0
     assert again.load_dataclass('s', _Sample()).flag is True
+    # a remembered value its option declaration no longer accepts keeps the default
+    from live.options import Settings
+    again.qsettings.setValue('engine/kp_smoothing', '7')
+    again.qsettings.setValue('engine/crop_zoom', '2.0')
+    loaded = again.load_dataclass('engine', Settings())
+    assert loaded.kp_smoothing == 0.0 and loaded.crop_zoom == 2.0
 
 
 def _png(path, colour=(200, 30, 30), size=(40, 30)):

@@ -1,171 +1,161 @@
-"""End to end: the engine and the headless CLI on a real face clip, a real avatar and a random-weight model."""
+"""``main.py run`` end to end on a real face clip, a real avatar and the bundled model."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from test_live_support import AVATAR, SHARED, make_checkpoint
+from test_live_support import AVATAR, SHARED
 
-from live.engine import Engine, EngineError, EngineOptions, EngineSettings
+from fomm_model.video_io import read_video
+from live.app import split_command
 from live.headless import main as headless_main
 
 CLIP = SHARED / 'data' / 'faces' / 'test' / 'grid_lwbsza#grid_lipnet__lwbsza.mp4'   # 75 frames, 25 fps
 REPO = Path(__file__).resolve().parents[1]
+BASE = ['--input', str(CLIP), '--avatar', str(AVATAR), '--backend', 'torch', '--device', 'cpu']
 
 
-@pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory):
-    torch.set_num_threads(1)
-    return make_checkpoint(tmp_path_factory.mktemp('ckpt') / 'face-128.pth.tar', seed=2)
+def main_py(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, 'main.py', *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, 'OMP_NUM_THREADS': '1'})
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv('FOMM_LIVE_CACHE', str(tmp_path_factory.getbasetemp() / 'live-cache'))
-
-
-def test_headless_cli_writes_every_frame(checkpoint, tmp_path, capsys):
+def test_every_frame_of_a_file_is_written(tmp_path, capsys):
     out = tmp_path / 'out.mp4'
-    code = headless_main(['--input', str(CLIP), '--avatar', str(AVATAR), '--checkpoint', str(checkpoint),
-                          '--backend', 'torch', '--output', str(out)])
-    assert code == 0
+    assert headless_main(BASE + ['--output', str(out)]) == 0
     printed = capsys.readouterr().out
     assert 'frames:     in 75, out 75, dropped 0' in printed
     for stage in ('capture', 'crop', 'model', 'output', 'latency'):
         assert stage in printed
-    assert 'torch on cpu (float32)' in printed
-    from fomm_model.video_io import read_video
+    assert 'torch on cpu (float32)' in printed and 'output:     ' in printed
     frames, fps = read_video(out)
-    assert frames.shape == (75, 128, 128, 3) and fps == pytest.approx(25)
+    assert frames.shape[0] == 75 and fps == pytest.approx(25)
 
 
-def test_engine_api_with_listener_calibration_and_stats(checkpoint):
-    engine = Engine(EngineOptions(source=str(CLIP), checkpoint=str(checkpoint), backend='torch', loop_file=True,
-                                  realtime=True), EngineSettings(mirror_preview=True))
-    info = engine.set_avatar(AVATAR)
-    assert info.face_found and info.image.shape == (128, 128, 3)
-    results, seen = [], threading.Event()
-
-    def on_frame(r):
-        results.append(r)
-        if len(results) >= 12:
-            seen.set()
-
-    engine.add_listener(on_frame)
-    engine.start()
-    engine.start()  # idempotent
-    try:
-        assert seen.wait(60)
-        first_uncalibrated = results[0]
-        engine.calibrate()
-        n = len(results)
-        deadline = time.time() + 30
-        while not (results[-1].calibrated and len(results) > n + 3) and time.time() < deadline:
-            time.sleep(0.05)
-        engine.update_settings(crop_zoom=1.5, kp_smoothing=0.5, overlay_alpha=0.3)
-        with pytest.raises(TypeError, match='unknown setting'):
-            engine.update_settings(colour='red')
-        with pytest.raises(ValueError):
-            engine.update_settings(crop_zoom=0)
-        time.sleep(0.3)
-        stats = engine.stats()
-    finally:
-        engine.stop()
-        engine.stop()
-    assert not first_uncalibrated.calibrated
-    assert np.array_equal(first_uncalibrated.output, info.image)  # avatar unmoved before calibration
-    r = results[-1]
-    assert r.calibrated and r.face_found and r.crop_box is not None
-    assert r.camera.shape == (256, 256, 3) and r.driving.shape == (128, 128, 3) and r.keypoints.shape == (10, 2)
-    assert set(r.timings_ms) >= {'capture', 'crop', 'model', 'output', 'total'}
-    assert engine.latest() is results[-1]
-    assert engine.settings.crop_zoom == 1.5
-    assert stats.frames_out >= 15 and stats.frames_in >= stats.frames_out
-    assert stats.camera_state == 'running' and stats.camera_resolution == (256, 256) and stats.camera_fps == 25
-    assert stats.stages['total'].p95_ms >= stats.stages['total'].mean_ms * 0.5 > 0
-    assert stats.backend.startswith('torch') and stats.face_detector.startswith('mediapipe')
-    assert engine.virtual_camera_status().state == 'off'
+def test_max_frames_writes_exactly_that_many(tmp_path, capsys):
+    out = tmp_path / 'ten.mp4'
+    assert headless_main(BASE + ['--output', str(out), '--max-frames', '10', '--loop']) == 0
+    assert 'out 10,' in capsys.readouterr().out
+    assert read_video(out)[0].shape[0] == 10
 
 
-def test_bad_inputs_exit_2_with_clear_messages(checkpoint, tmp_path, capsys):
-    base = ['--input', str(CLIP), '--avatar', str(AVATAR), '--checkpoint', str(checkpoint), '--backend', 'torch']
-    cases = [
-        (['--avatar', str(tmp_path / 'none.png')], 'avatar image not found'),
-        (['--input', str(tmp_path / 'none.mp4')], 'input file not found'),
-        (['--checkpoint', str(tmp_path / 'none.pth.tar')], 'checkpoint not found'),
-        (['--device', 'cuda'], 'download.pytorch.org' if not torch.cuda.is_available() else None),
-        (['--input', 'no camera with this name'], 'no camera named'),
-    ]
-    for extra, message in cases:
-        if message is None:
-            continue
-        args = list(base)
-        for i in range(0, len(extra), 2):
-            if extra[i] in args:
-                args[args.index(extra[i]) + 1] = extra[i + 1]
-            else:
-                args += extra[i:i + 2]
-        assert headless_main(args) == 2, extra
-        assert message in capsys.readouterr().err, extra
+@pytest.mark.parametrize('extra,message', [
+    (['--avatar', '/nonexistent/none.png'], 'avatar image not found'),
+    (['--input', '/nonexistent/none.mp4'], 'input file not found'),
+    (['--checkpoint', '/nonexistent/none.pth.tar'], 'checkpoint not found'),
+    (['--input', 'no camera with this name'], 'no camera named'),
+])
+def test_bad_inputs_exit_2_with_clear_messages(extra, message, capsys):
+    args = list(BASE)
+    if extra[0] in args:
+        args[args.index(extra[0]) + 1] = extra[1]
+    else:
+        args += extra
+    assert headless_main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and 'Traceback' not in err
 
 
-def test_camera_resolution_is_chosen_for_the_device_and_can_be_set(checkpoint, capsys):
-    from live.engine import EngineOptions, camera_request
-    size, why = camera_request(EngineOptions(device='cpu'))
-    assert size == (640, 480) and 'CPU' in why and '--camera-size' in why
-    assert camera_request(EngineOptions(device='cuda'))[0] == (1280, 720)
-    assert camera_request(EngineOptions(device='cpu', capture_size=(1920, 1080))) == ((1920, 1080), 'as asked')
-    base = ['--input', str(CLIP), '--avatar', str(AVATAR), '--checkpoint', str(checkpoint), '--backend', 'torch']
+@pytest.mark.parametrize('extra,message', [
+    (['--vcam-fps', '0'], '--vcam-fps must be between 1 and 120'),
+    (['--vcam-fps', '-1'], '--vcam-fps must be between 1 and 120'),
+    (['--kp-smoothing', '5'], '--kp-smoothing must be between 0 and 1'),
+    (['--max-frames', '0'], '--max-frames must be at least 1'),
+    (['--duration', '-1'], '--duration must be more than 0'),
+    (['--camera-size', '640by480'], "expected WIDTHxHEIGHT such as 1280x720, got '640by480'"),
+    (['--vcam-size', '0x720'], 'must be positive'),
+    (['--device', 'gpu'], "unknown device 'gpu'"),
+    (['--backend', 'fast'], '--backend must be one of auto, torch'),
+])
+def test_bad_numbers_and_names_are_refused_before_anything_runs(extra, message, capsys):
     with pytest.raises(SystemExit) as exc:
-        headless_main(base + ['--camera-size', '640by480'])
+        headless_main(BASE + extra)
     assert exc.value.code == 2
-    assert "--camera-size: expected WIDTHxHEIGHT such as 1280x720, got '640by480'" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        headless_main(base + ['--vcam-size', '0x720'])
-    assert 'must be positive' in capsys.readouterr().err
+    assert message in capsys.readouterr().err
 
 
-def test_default_model_missing_is_explained(monkeypatch, tmp_path):
-    import fomm_model.defaults as defaults
-    monkeypatch.setattr(defaults, 'default_checkpoint_path', lambda: tmp_path / 'face-128.pth.tar')
-    with pytest.raises(EngineError, match='does not exist yet'):
-        Engine(EngineOptions(source=str(CLIP)))
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the no-GPU message')
+def test_cuda_without_a_gpu_says_how_to_get_one(capsys):
+    assert headless_main(BASE + ['--device', 'cuda']) == 2
+    err = capsys.readouterr().err
+    assert 'no CUDA support' in err and 'pytorch.org' in err and 'Traceback' not in err
 
 
-def test_main_py_runs_headless_as_a_program(checkpoint, tmp_path):
+def test_calibration_past_the_end_of_the_file_is_reported(capsys):
+    assert headless_main(BASE + ['--calibrate-at', '60']) == 0
+    assert 'never calibrated' in capsys.readouterr().err
+
+
+def test_main_py_commands_and_the_old_headless_flag(tmp_path):
+    assert split_command(['--headless', '--input', '0']) == ('run', ['--input', '0'])
+    assert split_command(['cameras']) == ('cameras', [])
+    assert split_command(['--input', 'x.mp4']) == ('gui', ['--input', 'x.mp4'])
     out = tmp_path / 'o.mp4'
-    proc = subprocess.run([sys.executable, 'main.py', '--headless', '--input', str(CLIP), '--avatar', str(AVATAR),
-                           '--checkpoint', str(checkpoint), '--backend', 'onnx', '--max-frames', '10',
-                           '--output', str(out), '--virtual-camera', '--vcam-size', '640x360'],
-                          cwd=REPO, capture_output=True, text=True, timeout=240,
-                          env={**__import__('os').environ, 'OMP_NUM_THREADS': '1'})
+    proc = main_py('--headless', *BASE[:4], '--backend', 'onnx', '--max-frames', '6', '--loop', '--output', str(out),
+                   '--virtual-camera', '--vcam-size', '640x360')
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert 'virtual camera: unavailable' in proc.stderr and 'modprobe v4l2loopback' in proc.stderr
-    assert 'onnx on cpu' in proc.stdout and out.is_file()
+    assert 'onnx on cpu' in proc.stdout and read_video(out)[0].shape[0] == 6
+    cams = main_py('cameras', timeout=60)
+    assert cams.returncode == 0 and cams.stdout.strip()
 
 
-def test_engine_switches_source_live_and_caps_fps(checkpoint):
-    other = SHARED / 'data' / 'faces' / 'test' / 'grid_swiz3n#grid_lipnet__swiz3n.mp4'
-    engine = Engine(EngineOptions(source=str(CLIP), checkpoint=str(checkpoint), backend='torch', realtime=True),
-                    EngineSettings(fps_cap=8.0))
-    engine.set_avatar(AVATAR)
-    labels = []
-    engine.add_listener(lambda r: labels.append(engine.source.label))
-    engine.start()
-    try:
-        time.sleep(1.5)
-        engine.set_source(str(other))
-        time.sleep(1.5)
-        stats = engine.stats()
-    finally:
-        engine.stop()
-    assert labels[0] == CLIP.name and labels[-1] == other.name
-    assert stats.camera_state == 'running' and stats.frames_out >= 10
-    assert stats.fps <= 9.5            # fps_cap honoured (the source runs at 25 fps)
-    assert stats.dropped > 0           # frames beyond the cap are dropped, not queued
+def digest(path: Path) -> str:
+    import hashlib
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize('target,message', [
+    ('input', '--output'), ('avatar', '--output'), ('x.txt', "cannot write '.txt' files"), ('folder', 'is a folder'),
+])
+def test_an_output_that_is_an_input_or_unwritable_is_refused_before_anything_runs(tmp_path, capsys, target,
+                                                                                   message):
+    import shutil
+    clip, avatar = tmp_path / 'in.mp4', tmp_path / 'me.png'
+    shutil.copy(CLIP, clip)
+    shutil.copy(AVATAR, avatar)
+    before = {p: digest(p) for p in (clip, avatar)}
+    out = {'input': clip, 'avatar': avatar, 'x.txt': tmp_path / 'x.txt', 'folder': tmp_path}[target]
+    args = ['--input', str(clip), '--avatar', str(avatar), '--backend', 'torch', '--device', 'cpu',
+            '--output', str(out)]
+    assert headless_main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and 'Traceback' not in err
+    assert {p: digest(p) for p in before} == before
+    assert not (tmp_path / 'x.txt').exists()
+
+
+@pytest.mark.parametrize('content,message', [(b'', 'it is empty'), (b'not a video\n', 'not a video OpenCV can decode')])
+def test_a_file_that_is_no_video_fails_at_once_and_says_why(tmp_path, capsys, content, message):
+    bad = tmp_path / 'clip.mp4'
+    bad.write_bytes(content)
+    args = ['--input', str(bad), '--avatar', str(AVATAR), '--backend', 'torch', '--device', 'cpu']
+    assert headless_main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and 'reconnecting' not in err and 'Traceback' not in err
+    assert headless_main(['--input', str(tmp_path), '--avatar', str(AVATAR)]) == 2
+    assert 'is a folder' in capsys.readouterr().err
+
+
+def test_calibration_waits_for_the_first_frame_with_a_face(tmp_path, capsys):
+    import numpy as np
+
+    from fomm_model.video_io import write_video
+    frames, fps = read_video(CLIP, max_frames=20)
+    clip = tmp_path / 'late_face.mp4'
+    write_video(clip, [np.zeros_like(frames[0])] * 10 + list(frames), fps)
+    out = tmp_path / 'out.mp4'
+    args = ['--input', str(clip), '--avatar', str(AVATAR), '--backend', 'torch', '--device', 'cpu',
+            '--output', str(out), '--no-paste-back']
+    assert headless_main(args) == 0
+    err = capsys.readouterr().err
+    assert 'frame 0: no face, so calibration waits' in err
+    calibrated = int(err.split('calibrated on frame ')[1].split()[0])
+    assert 10 <= calibrated <= 12          # the first face frames (detection may lag a frame)
+    written = read_video(out)[0]
+    assert written.shape[0] == 30
+    assert np.abs(written[0].astype(int) - written[5]).mean() < 2   # before: the avatar, unmoved

@@ -4,41 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import pyvirtualcam
-from pyvirtualcam.camera import BACKENDS
 
 from live.sinks import VideoFileSink
 from live.virtual_camera import LINUX_FIX, Letterbox, VirtualCamera, VirtualCameraUnavailable, platform_fix
-
-
-class RecordingBackend:
-    """A real pyvirtualcam backend that keeps frames in memory instead of writing to a device."""
-    instances: list = []
-
-    def __init__(self, *, width, height, fps, fourcc, device, **kw):
-        self.width, self.height, self.fps, self.fourcc, self._device = width, height, fps, fourcc, device
-        self.frames: list[np.ndarray] = []
-        self.closed = False
-        RecordingBackend.instances.append(self)
-
-    def send(self, frame):
-        self.frames.append(frame.copy())
-
-    def device(self):
-        return self._device or 'recording0'
-
-    def native_fourcc(self):
-        return self.fourcc
-
-    def close(self):
-        self.closed = True
-
-
-@pytest.fixture()
-def recording_backend():
-    RecordingBackend.instances.clear()
-    pyvirtualcam.register_backend('recording', RecordingBackend)
-    yield RecordingBackend
-    BACKENDS.pop('recording', None)
 
 
 def test_virtual_camera_pillarboxes_rgb_frames(recording_backend):
@@ -77,14 +45,53 @@ def test_missing_virtual_camera_says_how_to_fix(monkeypatch):
         VirtualCamera(320, 180, 25, device='/dev/video99', backend='v4l2loopback')
 
 
-def test_video_file_sink(tmp_path):
-    sink = VideoFileSink(tmp_path / 'out.mp4', fps=25)
+def test_video_file_sink_writes_every_frame_fitted_to_the_first_size(tmp_path):
+    out = tmp_path / 'out.mp4'
+    sink = VideoFileSink(out, fps=25)
     for i in range(12):
         sink.write(np.full((128, 128, 3), i * 20, np.uint8))
+    assert not out.exists(), 'the file appears only when complete'
+    sink.write(np.full((64, 128, 3), 250, np.uint8))   # another avatar, another shape: fitted, not refused
     sink.close()
     from fomm_model.video_io import read_video
-    frames, fps = read_video(tmp_path / 'out.mp4')
-    assert frames.shape == (12, 128, 128, 3) and fps == pytest.approx(25)
+    frames, fps = read_video(out)
+    assert frames.shape == (13, 128, 128, 3) and fps == pytest.approx(25)
     assert abs(int(frames[5].mean()) - 100) <= 3
-    with pytest.raises(FileNotFoundError):
-        VideoFileSink(tmp_path / 'missing' / 'x.mp4')
+    assert frames[12][:20].max() < 10 and frames[12][50:70].min() > 240   # letterboxed
+    with pytest.raises(ValueError, match="cannot write '.txt' files"):
+        VideoFileSink(tmp_path / 'x.txt')
+
+
+def _children(name: str) -> list[int]:
+    import os
+    pids = []
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            try:
+                stat = open(f'/proc/{entry}/stat').read()
+            except OSError:
+                continue
+            if int(stat.rsplit(')', 1)[1].split()[1]) == os.getpid() and name in stat.split(')')[0]:
+                pids.append(int(entry))
+    return pids
+
+
+def test_an_encoder_that_dies_is_an_error_and_the_old_file_stays(tmp_path):
+    import os
+    import signal
+    out = tmp_path / 'out.mp4'
+    out.write_bytes(b'an earlier result')
+    sink = VideoFileSink(out, fps=25)
+    frame = np.full((128, 128, 3), 90, np.uint8)
+    sink.write(frame)
+    import time
+    deadline = time.time() + 10
+    while not _children('ffmpeg') and time.time() < deadline:
+        time.sleep(0.05)
+    for pid in _children('ffmpeg'):
+        os.kill(pid, signal.SIGKILL)
+    with pytest.raises(OSError, match='ffmpeg encoder was killed'):
+        for _ in range(200):
+            sink.write(frame)
+        sink.close()
+    assert out.read_bytes() == b'an earlier result'

@@ -1,108 +1,172 @@
-"""Per-frame pipeline: calibration / relative motion, auto-calibration, passthrough, mirroring, smoothing."""
+"""Per-frame pipeline on the bundled model and real faces: calibration that waits for a face, relative motion
+(the model package's), easing to the resting pose while the face is lost, auto-calibration, passthrough,
+mirroring, smoothing."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from test_live_support import AVATAR, clip_frames, make_checkpoint
+from test_live_support import AVATAR, clip_frames
 
-from fomm_model.checkpoint import load_checkpoint
+from fomm_model import Animator, load_checkpoint, normalize_kp
+from fomm_model.face_detection import FaceDetector
 from live.avatar import load_avatar
-from live.backends.torch_backend import TorchBackend
 from live.cropper import FaceCropper
 from live.one_euro import OneEuroFilter
-from live.pipeline import EngineSettings, Pipeline
+from live.options import Settings
+from live.pipeline import EASE_IN_FRAMES, Pipeline
 
 SIZE = (128, 128)
+PLAIN = Settings(mirror_preview=False, paste_back=False)
 
 
 @pytest.fixture(scope='module')
-def models(tmp_path_factory):
+def models():
     torch.set_num_threads(1)
-    ckpt = make_checkpoint(tmp_path_factory.mktemp('ckpt') / 'face-128.pth.tar', seed=3)
-    return load_checkpoint('face-128', ckpt)
+    return load_checkpoint('face-128', 'assets/models/face-128.pth.tar')
+
+
+@pytest.fixture(scope='module')
+def detector():
+    with FaceDetector(min_confidence=0.5) as d:
+        yield d
 
 
 @pytest.fixture()
-def pipeline(models):
-    p = Pipeline(TorchBackend(models, SIZE), FaceCropper(SIZE, None), SIZE)
-    p.set_avatar(load_avatar(AVATAR, SIZE, None))
+def pipeline(models, detector):
+    p = Pipeline(Animator(models, backend='torch', device='cpu'), FaceCropper(SIZE, detector))
+    p.set_avatar(load_avatar(AVATAR, SIZE, detector))
     return p
 
 
 @pytest.fixture(scope='module')
 def frames():
-    from live.cv2_compat import cv2
-    return [cv2.resize(f, SIZE, interpolation=cv2.INTER_AREA) for f in clip_frames(30)]
+    return clip_frames(30)
+
+
+BLACK = np.zeros((256, 256, 3), np.uint8)
+
+
+def kp_dict(kp):
+    value, jacobian = kp.to_torch()
+    return {'value': value, 'jacobian': jacobian}
 
 
 def test_before_calibration_the_avatar_is_shown_unmoved(pipeline, frames):
-    s = EngineSettings(mirror_preview=False)
-    r = pipeline.process(frames[0], 0, 0.0, s)
-    assert not r.calibrated
+    r = pipeline.process(frames[0], 0, 0.0, PLAIN)
+    assert not r.calibrated and r.face_found
     assert np.array_equal(r.output, pipeline.avatar.image)
-    assert r.keypoints.shape == (10, 2) and np.abs(r.keypoints).max() <= 1
 
 
-def test_calibration_anchor_equal_to_frame_gives_avatar_keypoints_and_reconstruction(pipeline, frames, models):
-    s = EngineSettings(mirror_preview=False)
+def test_paste_back_puts_the_animated_face_into_the_whole_avatar(pipeline, frames):
+    whole = Settings(mirror_preview=False)
+    r = pipeline.process(frames[0], 0, 0.0, whole)
+    full = pipeline.avatar.full_image
+    assert full.shape == (512, 512, 3) and np.array_equal(r.output, full)   # unmoved: the picture itself
     pipeline.request_calibration()
-    r = pipeline.process(frames[5], 5, 0.0, s)
-    assert r.calibrated and pipeline.calibrated
-    kp_frame = pipeline.backend.keypoints(frames[5])
-    norm = pipeline.anchor.normalize(kp_frame, pipeline.kp_source)
-    np.testing.assert_allclose(norm.value, pipeline.kp_source.value, atol=1e-6)
-    np.testing.assert_allclose(norm.jacobian, pipeline.kp_source.jacobian, atol=1e-5)
-    # the output for the anchor frame is the avatar reconstructed by the model (driving = source keypoints)
-    with torch.no_grad():
-        src = torch.from_numpy(pipeline.avatar.image).permute(2, 0, 1)[None].float() / 255
-        kp_src = models.kp_detector(src)
-        ref = models.generator(src, kp_driving=kp_src, kp_source=kp_src)['prediction']
-    ref = (ref[0].permute(1, 2, 0).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
-    assert np.abs(r.output.astype(int) - ref.astype(int)).max() <= 2
-    # another frame moves the avatar relative to the anchor
-    kp_other = pipeline.backend.keypoints(frames[20])
-    moved = pipeline.anchor.normalize(kp_other, pipeline.kp_source)
-    np.testing.assert_allclose(moved.value - pipeline.kp_source.value,
-                               (kp_other.value - kp_frame.value) * pipeline.anchor.scale, atol=1e-6)
+    pipeline.process(frames[0], 1, 0.04, whole)
+    r = pipeline.process(frames[20], 2, 0.08, whole)
+    x0, y0, x1, y1 = pipeline.avatar.crop_box
+    outside = np.ones(full.shape[:2], bool)
+    outside[y0:y1, x0:x1] = False
+    assert np.array_equal(r.output[outside], full[outside])                    # untouched around the face
+    assert np.abs(r.output[y0:y1, x0:x1].astype(int) - full[y0:y1, x0:x1]).mean() > 0.5   # the face moved
+    np.testing.assert_array_equal(r.output, pipeline.compositor(pipeline.animator.generate(pipeline.shown)))
 
 
-def test_auto_calibration_re_anchors_on_a_better_pose_match(pipeline, frames):
-    s = EngineSettings(mirror_preview=False, auto_calibrate=True)
-    pipeline.process(frames[0], 0, 0.0, s)          # no face detector here: face_found is False -> no anchor
-    assert not pipeline.calibrated
+def test_calibration_maps_the_anchor_onto_the_avatar_and_moves_relative_to_it(pipeline, frames):
     pipeline.request_calibration()
-    pipeline.process(frames[0], 1, 0.03, s)
-    first = pipeline.anchor
-    assert first.distance > 0
-    pipeline.cropper.detector = _AlwaysFace()         # a face everywhere, so auto-calibration looks at each frame
-    pipeline.process(pipeline.avatar.image, 2, 0.06, s)  # the avatar's own pose: distance 0, better than anchor
-    assert pipeline.auto_calibrations == 1 and pipeline.anchor is not first
-    assert pipeline.anchor.distance < 1e-9
+    r = pipeline.process(frames[5], 0, 0.0, PLAIN)
+    assert r.calibrated
+    animator = pipeline.animator
+    # the anchor frame itself shows the avatar in its own pose: its keypoints, reconstructed by the model
+    np.testing.assert_allclose(pipeline.shown.value, animator.kp_source.value, atol=1e-6)
+    np.testing.assert_array_equal(r.output, animator.generate(animator.kp_source))
+    # a later frame moves the avatar as the original normalize_kp says (value and jacobian, adapt-scale)
+    r = pipeline.process(frames[20], 1, 0.04, PLAIN)
+    driving = animator.keypoints(pipeline.cropper.process(frames[20], 0.04).crop)
+    expected = normalize_kp(kp_dict(animator.kp_source), kp_dict(driving), kp_dict(animator.kp_anchor),
+                            adapt_movement_scale=True, use_relative_movement=True, use_relative_jacobian=True)
+    np.testing.assert_allclose(pipeline.shown.value, expected['value'][0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(pipeline.shown.jacobian, expected['jacobian'][0].numpy(), atol=1e-5)
+    assert not np.array_equal(r.output, pipeline.avatar.image)
 
 
-class _AlwaysFace:
-    """A trivial detector reporting a face covering the middle of the frame (a real object, not a mock of the
-    pipeline: only face presence matters for auto-calibration)."""
+def test_calibration_waits_for_a_face(pipeline, frames):
+    """Asked on a frame without a face, calibration happens on the next frame with one, and says so."""
+    pipeline.request_calibration()
+    for i in range(3):
+        r = pipeline.process(BLACK, i, i / 30, PLAIN)
+        assert not r.calibrated and not r.face_found
+        assert 'calibration waits for a face' in r.status
+        assert np.array_equal(r.output, pipeline.avatar.image)
+    r = pipeline.process(frames[3], 3, 0.1, PLAIN)
+    assert r.calibrated and r.status == ''
+    np.testing.assert_allclose(pipeline.shown.value, pipeline.animator.kp_source.value, atol=1e-6)
 
-    def detect(self, rgb):
-        from fomm_model.face_detection import FaceBox
-        h, w = rgb.shape[:2]
-        return [FaceBox(w * 0.25, h * 0.2, w * 0.75, h * 0.7, 0.9)]
+
+def test_lost_face_eases_back_to_rest_and_returns_smoothly(pipeline, frames):
+    pipeline.request_calibration()
+    pipeline.process(frames[0], 0, 0.0, PLAIN)
+    tracked = pipeline.process(frames[25], 1, 1 / 30, PLAIN)
+    moved = pipeline.shown
+    rest = pipeline.animator.kp_source
+    distances = []
+    pipeline.process(BLACK, 2, 2 / 30, PLAIN)  # the keypoints jump: detection runs again on the next frame
+    for i in range(3, 60):   # two seconds without a face
+        r = pipeline.process(BLACK, i, i / 30, PLAIN)
+        assert r.status == 'no face' and r.calibrated
+        distances.append(np.abs(pipeline.shown.value - rest.value).max())
+    assert distances[0] < np.abs(moved.value - rest.value).max()      # it starts moving at once...
+    assert all(b <= a + 1e-7 for a, b in zip(distances, distances[1:]))  # ...monotonically...
+    assert distances[-1] < 0.05 * np.abs(moved.value - rest.value).max()  # ...to the resting pose
+    np.testing.assert_array_equal(r.output, pipeline.animator.generate(pipeline.shown))
+    # the face comes back: the first frames ease in, then the tracked pose is shown exactly
+    held = pipeline.shown
+    pipeline.process(frames[25], 60, 2.0, PLAIN)
+    np.testing.assert_array_equal(pipeline.shown.value, held.value)  # the jump back is held for a frame
+    r = pipeline.process(frames[25], 61, 2.0 + 1 / 30, PLAIN)
+    animator = pipeline.animator
+    target = animator.normalize(animator.keypoints(r.driving))
+    first = np.abs(pipeline.shown.value - target.value).max()
+    assert 0 < first < np.abs(held.value - target.value).max()
+    for i in range(EASE_IN_FRAMES):
+        r = pipeline.process(frames[25], 62 + i, 2.0 + (i + 2) / 30, PLAIN)
+    target = animator.normalize(animator.keypoints(r.driving))
+    np.testing.assert_allclose(pipeline.shown.value, target.value, atol=1e-6)
+    np.testing.assert_array_equal(r.output, animator.generate(target))
+    assert np.abs(r.output.astype(int) - tracked.output).mean() < 3   # the pose it had before the loss
+
+
+def test_auto_calibration_anchors_on_a_face_and_re_anchors_on_a_better_match(pipeline, frames):
+    s = Settings(mirror_preview=False, auto_calibrate=True)
+    assert not pipeline.process(BLACK, 0, 0.0, s).calibrated       # no face: nothing to anchor on
+    assert pipeline.process(frames[0], 1, 0.03, s).calibrated
+    first = pipeline.animator.kp_anchor
+    assert pipeline.anchor_distance > 0
+    avatar_frame = pipeline.avatar.full_image                      # the avatar's own face matches it best
+    pipeline.process(avatar_frame, 2, 0.06, s)
+    assert pipeline.auto_calibrations == 1 and pipeline.animator.kp_anchor is not first
+    assert pipeline.anchor_distance < 0.1 * pose_distance_of(pipeline, first)
+
+
+def pose_distance_of(pipeline, kp):
+    from fomm_model.keypoints import pose_distance
+    return pose_distance(pipeline.animator.kp_source, kp)
 
 
 def test_passthrough_absolute_and_mirroring(pipeline, frames):
-    r = pipeline.process(frames[3], 0, 0.0, EngineSettings(passthrough=True, mirror_preview=False))
-    assert np.array_equal(r.output, frames[3]) and r.keypoints is None
-    s = EngineSettings(relative=False, mirror_preview=True, mirror_output=True)
+    r = pipeline.process(frames[3], 0, 0.0, Settings(passthrough=True, mirror_preview=False))
+    assert np.array_equal(r.output, r.driving) and r.keypoints is None
+    s = Settings(relative=False, mirror_preview=True, mirror_output=True, paste_back=False)
     r = pipeline.process(frames[3], 1, 0.03, s)
     assert np.array_equal(r.output, r.output_unmirrored[:, ::-1])
-    assert np.array_equal(r.camera, frames[3][:, ::-1]) and np.array_equal(r.driving, frames[3][:, ::-1])
-    kp = pipeline.backend.keypoints(frames[3])
+    assert np.array_equal(r.camera, frames[3][:, ::-1])
+    kp = pipeline.animator.keypoints(r.driving[:, ::-1])
     np.testing.assert_allclose(r.keypoints[:, 0], -kp.value[:, 0], atol=1e-6)
-    np.testing.assert_array_equal(r.output_unmirrored, pipeline.backend.generate(kp))
-    blended = pipeline.process(frames[3], 2, 0.06, EngineSettings(passthrough=True, mirror_preview=False,
-                                                                    overlay_alpha=1.0))
+    np.testing.assert_array_equal(r.output_unmirrored, pipeline.animator.generate(kp))
+    blended = pipeline.process(frames[3], 2, 0.06, Settings(passthrough=True, mirror_preview=False,
+                                                             overlay_alpha=1.0))
     assert np.abs(blended.driving.astype(int) - pipeline.avatar.image).max() <= 1
 
 

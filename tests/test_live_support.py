@@ -30,3 +30,29 @@ def paste(face: np.ndarray, x: int, y: int, canvas_size=(480, 640), value: int =
     h, w = face.shape[:2]
     canvas[y:y + h, x:x + w] = face
     return canvas
+
+
+class RecordingBackend:
+    """A real pyvirtualcam backend (registered with ``pyvirtualcam.register_backend``) that keeps frames in
+    memory instead of writing to a device: the only part of the virtual-camera path that cannot run here."""
+    instances: list = []
+
+    def __init__(self, *, width, height, fps, fourcc, device, **kw):
+        self.width, self.height, self.fps, self.fourcc, self._device = width, height, fps, fourcc, device
+        self.frames: list[np.ndarray] = []
+        self.closed = False
+        RecordingBackend.instances.append(self)
+
+    def send(self, frame):
+        if self.closed:
+            raise RuntimeError('send after close')
+        self.frames.append(frame.copy())
+
+    def device(self):
+        return self._device or 'recording0'
+
+    def native_fourcc(self):
+        return self.fourcc
+
+    def close(self):
+        self.closed = True

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
 
 from ..checkpoint import atomic_save, read_checkpoint, strip_prefixes
 

@@ -25,31 +25,18 @@ VCAM_RESOLUTIONS: dict[str, tuple[int, int]] = {
     '512×512 (square)': (512, 512),
 }
 BACKEND_HELP = {'auto': 'auto (measure, keep the fastest)', 'torch': 'torch', 'compile': 'torch.compile',
-                'onnx': 'onnxruntime', 'tensorrt': 'TensorRT (NVIDIA)'}
-
-
-def backend_names() -> tuple[str, ...]:
-    try:
-        from live.backends import BACKEND_NAMES
-        return tuple(BACKEND_NAMES)
-    except ImportError:  # pragma: no cover - the engine package is part of this repository
-        return tuple(BACKEND_HELP)
-DTYPES = {'float32': 'float32 (exact)', 'float16': 'float16 (GPU, faster)', 'bfloat16': 'bfloat16'}
+                'onnx': 'onnxruntime', 'openvino': 'OpenVINO', 'tensorrt': 'TensorRT (NVIDIA)'}
+DTYPE_HELP = {None: 'auto (with the backend)', 'float32': 'float32 (exact)', 'float16': 'float16 (NVIDIA GPU)',
+              'bfloat16': 'bfloat16 (CPUs with AVX512-BF16)'}
 VIDEO_FILE_ITEM = 'Video file as camera…'
 
 
-def available_devices() -> list[str]:
-    """cpu plus whatever accelerator this torch build can use (cheap checks, no model loaded)."""
-    devices = ['cpu']
-    try:
-        import torch
-        if torch.cuda.is_available():
-            devices.append('cuda')
-        if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available():
-            devices.append('mps')
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        pass
-    return devices
+def _model_choices() -> tuple[tuple, list[str], tuple]:
+    """(backends, devices that work here, precisions), from the option declarations."""
+    from fomm_model.devices import available_devices
+    from live.options import DTYPE_CHOICES
+    from fomm_model.inference import BACKENDS
+    return BACKENDS, ['auto'] + available_devices(), (None,) + DTYPE_CHOICES
 
 
 @dataclass
@@ -84,7 +71,7 @@ FRACTION = SliderSpec(0, 100, 0.01, lambda v: f'{v * 100:.0f}%')
 class ControlsPanel(QWidget):
     settings_changed = pyqtSignal(dict)         # EngineSettings field -> value
     calibrate_clicked = pyqtSignal()
-    options_changed = pyqtSignal(dict)          # backend / device / dtype: applied by restarting the engine
+    model_changed = pyqtSignal(dict)            # backend / device / dtype: the engine rebuilds its model
     camera_chosen = pyqtSignal(object)          # CameraInfo
     video_file_requested = pyqtSignal()
     refresh_cameras_requested = pyqtSignal()
@@ -154,6 +141,8 @@ class ControlsPanel(QWidget):
         self.mirror_preview_check.toggled.connect(lambda on: self._emit(mirror_preview=on))
         self.mirror_output_check = QCheckBox('Mirror output (T)')
         self.mirror_output_check.toggled.connect(lambda on: self._emit(mirror_output=on))
+        self.paste_back_check = QCheckBox('Whole avatar picture (paste the animated face back)')
+        self.paste_back_check.toggled.connect(lambda on: self._emit(paste_back=on))
         self.show_crop_box_check = QCheckBox('Show crop box')
         self.show_crop_box_check.toggled.connect(lambda on: self.view_changed.emit('show_crop_box', on))
         self.show_keypoints_check = QCheckBox('Show keypoints (O)')
@@ -167,7 +156,7 @@ class ControlsPanel(QWidget):
         self.zoom_slider.valueChanged.connect(lambda t: self._emit(crop_zoom=t * ZOOM.scale))
         self.offset_x_slider.valueChanged.connect(lambda _: self._emit_offset())
         self.offset_y_slider.valueChanged.connect(lambda _: self._emit_offset())
-        for w in (self.passthrough_check, self.mirror_preview_check, self.mirror_output_check,
+        for w in (self.passthrough_check, self.mirror_preview_check, self.mirror_output_check, self.paste_back_check,
                   self.show_crop_box_check, self.show_keypoints_check):
             form.addRow(w)
         form.addRow('Crop zoom', zoom_row)
@@ -193,24 +182,25 @@ class ControlsPanel(QWidget):
     def _performance_group(self) -> QGroupBox:
         box = QGroupBox('Performance')
         form = QFormLayout(box)
+        backends, devices, dtypes = _model_choices()
         self.backend_combo = QComboBox()
-        for name in backend_names():
+        for name in backends:
             self.backend_combo.addItem(BACKEND_HELP.get(name, name), name)
         self.device_combo = QComboBox()
-        for name in available_devices():
-            self.device_combo.addItem(name, name)
+        for name in devices:
+            self.device_combo.addItem('auto (CUDA if available)' if name == 'auto' else name, name)
         self.dtype_combo = QComboBox()
-        for name, label in DTYPES.items():
-            self.dtype_combo.addItem(label, name)
+        for name in dtypes:
+            self.dtype_combo.addItem(DTYPE_HELP.get(name, name), name)
         for combo in (self.backend_combo, self.device_combo, self.dtype_combo):
-            combo.activated.connect(lambda _: self.options_changed.emit(self.options()))
+            combo.activated.connect(lambda _: self.model_changed.emit(self.model_choice()))
         self.fps_cap_spin = QSpinBox()
         self.fps_cap_spin.setRange(0, 120)
         self.fps_cap_spin.setSpecialValueText('no cap')
         self.fps_cap_spin.setSuffix(' fps')
         self.fps_cap_spin.setToolTip('Limit the frame rate to leave CPU/GPU for the call app (0 = no cap)')
         self.fps_cap_spin.valueChanged.connect(lambda v: self._emit(fps_cap=float(v) if v > 0 else None))
-        note = QLabel('Backend, device and precision apply by restarting the engine.')
+        note = QLabel('Backend, device and precision reload the model; camera and avatar stay.')
         note.setWordWrap(True)
         form.addRow('Backend', self.backend_combo)
         form.addRow('Device', self.device_combo)
@@ -223,8 +213,8 @@ class ControlsPanel(QWidget):
         box = QGroupBox('Virtual camera')
         form = QFormLayout(box)
         self.vcam_resolution_combo = QComboBox()
-        for label in VCAM_RESOLUTIONS:
-            self.vcam_resolution_combo.addItem(label, label)
+        for label, size in VCAM_RESOLUTIONS.items():
+            self.vcam_resolution_combo.addItem(label, size)
         self.vcam_fps_spin = QSpinBox()
         self.vcam_fps_spin.setRange(5, 60)
         self.vcam_fps_spin.setValue(30)
@@ -242,9 +232,10 @@ class ControlsPanel(QWidget):
 
     # -- showing state (no signals emitted) ------------------------------------------------------------
     def set_settings(self, s: Any) -> None:
-        """Show an ``EngineSettings``."""
+        """Show a ``live.options.Settings``."""
         widgets = [self.relative_check, self.adapt_scale_check, self.passthrough_check, self.mirror_preview_check,
-                   self.mirror_output_check, self.auto_calibrate_check, self.overlay_slider, self.zoom_slider,
+                   self.mirror_output_check, self.paste_back_check, self.auto_calibrate_check, self.overlay_slider,
+                   self.zoom_slider,
                    self.offset_x_slider, self.offset_y_slider, self.smoothing_slider, self.fps_cap_spin]
         for w in widgets:
             w.blockSignals(True)
@@ -254,6 +245,7 @@ class ControlsPanel(QWidget):
             self.passthrough_check.setChecked(s.passthrough)
             self.mirror_preview_check.setChecked(s.mirror_preview)
             self.mirror_output_check.setChecked(s.mirror_output)
+            self.paste_back_check.setChecked(s.paste_back)
             self.auto_calibrate_check.setChecked(s.auto_calibrate)
             self.overlay_slider.setValue(round(s.overlay_alpha / FRACTION.scale))
             self.zoom_slider.setValue(round(s.crop_zoom / ZOOM.scale))
@@ -278,15 +270,19 @@ class ControlsPanel(QWidget):
             check.setChecked(on)
             check.blockSignals(False)
 
-    def set_options(self, backend: str, device: str, dtype: str) -> None:
-        for combo, value in ((self.backend_combo, backend), (self.device_combo, device), (self.dtype_combo, dtype)):
+    def set_model(self, model: Any) -> None:
+        """Show a ``ModelOptions``' backend, device and precision."""
+        for combo, value in ((self.backend_combo, model.backend), (self.device_combo, model.device),
+                             (self.dtype_combo, model.dtype)):
+            combo.blockSignals(True)
             i = combo.findData(value)
             if i < 0:  # e.g. a remembered 'cuda' on a machine without one: show it, the engine will say why
-                combo.addItem(f'{value} (unavailable?)', value)
+                combo.addItem(f'{value} (not available here)', value)
                 i = combo.count() - 1
             combo.setCurrentIndex(i)
+            combo.blockSignals(False)
 
-    def options(self) -> dict[str, str]:
+    def model_choice(self) -> dict[str, Any]:
         return {'backend': self.backend_combo.currentData(), 'device': self.device_combo.currentData(),
                 'dtype': self.dtype_combo.currentData()}
 
@@ -309,16 +305,18 @@ class ControlsPanel(QWidget):
         self.camera_combo.setToolTip(source_label or self.camera_combo.currentText())
 
     def vcam_resolution(self) -> tuple[int, int]:
-        return VCAM_RESOLUTIONS[self.vcam_resolution_combo.currentData()]
-
-    def set_vcam(self, resolution_label: str, fps: int) -> None:
-        i = self.vcam_resolution_combo.findData(resolution_label)
-        if i >= 0:
-            self.vcam_resolution_combo.setCurrentIndex(i)
-        self.vcam_fps_spin.setValue(fps)
-
-    def vcam_resolution_label(self) -> str:
         return self.vcam_resolution_combo.currentData()
+
+    def vcam_fps(self) -> int:
+        return self.vcam_fps_spin.value()
+
+    def set_vcam(self, size: tuple[int, int], fps: float) -> None:
+        i = self.vcam_resolution_combo.findData(tuple(size))
+        if i < 0:
+            self.vcam_resolution_combo.addItem(f'{size[0]}×{size[1]}', tuple(size))
+            i = self.vcam_resolution_combo.count() - 1
+        self.vcam_resolution_combo.setCurrentIndex(i)
+        self.vcam_fps_spin.setValue(round(fps))
 
     def set_vcam_state(self, state: str, message: str) -> None:
         self._vcam_on = state == 'on'

@@ -1,7 +1,7 @@
 """Turn the command line and the remembered settings into a ready main window.
 
-Explicit command-line values win; anything not given comes from the last run (camera, avatar, backend,
-toggles), so a plain ``fomm-live`` starts the way the user left it.
+Explicit command-line values win; anything not given comes from the last run (camera, avatar, model,
+toggles), so a plain ``python main.py`` starts the way the user left it.
 """
 from __future__ import annotations
 
@@ -12,30 +12,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from live.options import CaptureOptions, ModelOptions, OutputOptions, Settings, add_arguments, from_args
+
 from .avatar_library import AvatarLibrary, AvatarLibraryError
 from .settings_store import AppPrefs, SettingsStore
 
 log = logging.getLogger(__name__)
 
+GROUPS = {'model': ModelOptions, 'capture': CaptureOptions, 'engine': Settings, 'output': OutputOptions}
+
 
 def parse_gui_args(argv: Sequence[str]) -> argparse.Namespace:
-    """The GUI's options. Defaults are None on purpose: what is not given comes from the last run."""
-    p = argparse.ArgumentParser(prog='fomm-live', description='Animate an avatar photo with your webcam.')
-    p.add_argument('--input', '-i', help='camera index or name, video file or stream URL (default: the last one)')
+    """The window's options: every engine option (defaults None: what is not given comes from the last run)."""
+    p = argparse.ArgumentParser(prog='main.py [gui]', description='Animate an avatar photo with your webcam.')
     p.add_argument('--avatar', '-a', help='avatar image; added to the gallery (copied into the avatar folder)')
-    from live.backends import BACKEND_NAMES
-    from live.cameras import resolution_arg
-    p.add_argument('--backend', choices=BACKEND_NAMES)
-    p.add_argument('--device', help='cpu, cuda, cuda:1, mps')
-    p.add_argument('--dtype', choices=('float32', 'float16', 'bfloat16'))
-    p.add_argument('--config', help='model config name or YAML (default face-128)')
-    p.add_argument('--checkpoint', help='model checkpoint (default: the bundled face-128 model)')
-    p.add_argument('--camera-size', metavar='WxH', type=resolution_arg,
-                   help='resolution to ask the camera for (default: 640x480 when the model runs on the CPU, '
-                        '1280x720 on a GPU)')
     p.add_argument('--settings', help='keep settings in this INI file instead of the user settings')
     p.add_argument('--avatar-dir', help='folder for your avatars (default: the per-user app data folder)')
     p.add_argument('-v', '--verbose', action='store_true')
+    add_arguments(p, *GROUPS.values(), defaults=False)
     return p.parse_args(list(argv))
 
 
@@ -51,57 +45,42 @@ def ensure_app() -> Any:
     return app
 
 
-def resolve_source(arg_input: Any, prefs: AppPrefs, cameras: list[Any]) -> str | int:
-    """CLI input, else the remembered camera (found by name if its index changed) or file, else camera 0."""
-    if arg_input not in (None, ''):
-        return int(arg_input) if str(arg_input).isdigit() else arg_input
+def remembered_source(prefs: AppPrefs, cameras: list[Any]) -> str:
+    """The remembered camera (found by name if its index changed) or file, else camera 0."""
     if prefs.source_name:
         for cam in cameras:
             if cam.name == prefs.source_name:
-                return cam.index
-    if prefs.source.isdigit():
-        return int(prefs.source)
-    if prefs.source and (Path(prefs.source).is_file() or '://' in prefs.source):
+                return str(cam.index)
+    if prefs.source.isdigit() or (prefs.source and (Path(prefs.source).is_file() or '://' in prefs.source)):
         return prefs.source
-    return 0
+    return '0'
 
 
-def create_window(args: Any, store: SettingsStore | None = None, library: AvatarLibrary | None = None,
-                  engine_factory: Any = None, camera_lister: Any = None) -> Any:
-    """A MainWindow for ``args`` (``.input``, ``.avatar``, ``.backend``, ``.device``, ``.dtype``, ``.config``,
-    ``.checkpoint``, all optional); the engine starts inside."""
-    from live.engine import EngineOptions, EngineSettings
-
+def create_window(args: argparse.Namespace, store: SettingsStore | None = None,
+                  library: AvatarLibrary | None = None, engine_factory: Any = None,
+                  camera_lister: Any = None) -> Any:
+    """A MainWindow for parsed ``args`` (see :func:`parse_gui_args`); the engine starts inside."""
     from .main_window import MainWindow, _default_camera_lister
 
     ensure_app()
     store = store or SettingsStore(getattr(args, 'settings', None))
     library = library or AvatarLibrary(getattr(args, 'avatar_dir', None))
     prefs = store.load_prefs()
-    settings = store.load_engine_settings(EngineSettings())
+    groups = {name: from_args(cls, args, store.load_dataclass(name, cls())) for name, cls in GROUPS.items()}
     lister = camera_lister or _default_camera_lister
-    try:
-        cameras = list(lister())
-    except Exception:  # noqa: BLE001 - the window reports cameras itself
-        cameras = []
-
-    for key in ('backend', 'device', 'dtype'):
-        value = getattr(args, key, None)
-        if value not in (None, ''):
-            setattr(prefs, key, value)
-    defaults = EngineOptions()
-    options = dataclasses.replace(
-        defaults, source=resolve_source(getattr(args, 'input', None), prefs, cameras),
-        backend=prefs.backend, device=prefs.device, dtype=prefs.dtype,
-        config=getattr(args, 'config', None) or defaults.config,
-        checkpoint=getattr(args, 'checkpoint', None) or defaults.checkpoint,
-        capture_size=getattr(args, 'camera_size', None))
-
-    avatar = getattr(args, 'avatar', None)
-    if avatar:
+    if getattr(args, 'input', None) in (None, ''):
         try:
-            prefs.avatar = library.add(avatar).key   # shown in the gallery from now on (deduplicated)
+            cameras = list(lister())
+        except Exception:  # noqa: BLE001 - the window reports cameras itself
+            cameras = []
+        groups['capture'] = dataclasses.replace(groups['capture'], input=remembered_source(prefs, cameras))
+    if getattr(args, 'avatar', None):
+        try:
+            prefs.avatar = library.add(args.avatar).key   # shown in the gallery from now on (deduplicated)
         except AvatarLibraryError as exc:
-            log.error('--avatar %s not used: %s', avatar, exc)
-    return MainWindow(options, settings, prefs, store, library, engine_factory=engine_factory,
-                      camera_lister=lister)
+            log.error('--avatar %s not used: %s', args.avatar, exc)
+    session_args = dict(model=groups['model'], capture=groups['capture'], settings=groups['engine'],
+                        output=groups['output'], prefs=prefs, store=store, library=library)
+    if engine_factory is not None:
+        session_args['engine_factory'] = engine_factory
+    return MainWindow(session_args, camera_lister=lister)

@@ -25,17 +25,12 @@ SETTINGS_ENV = 'FOMM_LIVE_SETTINGS'  # path of an INI file to use instead of the
 
 @dataclass
 class AppPrefs:
-    """Everything the window restores besides the engine's live settings."""
+    """What the window restores besides the option groups of ``live.options`` (stored by group name)."""
     source: str = ''             # '' = first camera; a camera index ("0"), a video file path or a URL
     source_name: str = ''        # camera name at the time it was chosen: found again if its index moved
     avatar: str = ''             # AvatarEntry.key
-    backend: str = 'auto'
-    device: str = 'cpu'
-    dtype: str = 'float32'
     show_keypoints: bool = False
     show_crop_box: bool = True
-    vcam_resolution: str = '1280x720'
-    vcam_fps: int = 30
 
 
 class SettingsStore:
@@ -62,7 +57,7 @@ class SettingsStore:
         except (TypeError, ValueError):
             log.warning('ignoring unreadable setting %s=%r', key, raw)
             return default
-        if isinstance(default, tuple) and isinstance(value, list):
+        if isinstance(value, list):  # JSON has no tuples; no stored field is a list
             value = tuple(value)
         if value is None:
             return None if default is None else default
@@ -81,9 +76,16 @@ class SettingsStore:
         self.qsettings.setValue(key, json.dumps(list(value) if isinstance(value, tuple) else value))
 
     def load_dataclass(self, group: str, defaults: Any) -> Any:
-        """A copy of ``defaults`` with every stored field of ``group`` applied."""
-        changes = {f.name: self._read(f'{group}/{f.name}', getattr(defaults, f.name))
-                   for f in dataclasses.fields(defaults)}
+        """A copy of ``defaults`` with every stored field of ``group`` applied; a stored value that its option
+        declaration (``live.options``) no longer accepts keeps the default, with a warning."""
+        from live.options import check
+        changes = {}
+        for f in dataclasses.fields(defaults):
+            value = self._read(f'{group}/{f.name}', getattr(defaults, f.name))
+            try:
+                changes[f.name] = check(f, value) if f.metadata else value
+            except ValueError as exc:
+                log.warning('ignoring remembered %s/%s: %s', group, f.name, exc)
         return dataclasses.replace(defaults, **changes)
 
     def save_dataclass(self, group: str, obj: Any) -> None:
@@ -96,13 +98,6 @@ class SettingsStore:
 
     def save_prefs(self, prefs: AppPrefs) -> None:
         self.save_dataclass('app', prefs)
-
-    def load_engine_settings(self, defaults: Any) -> Any:
-        """``defaults`` is an ``EngineSettings``; fields the store lacks keep their default."""
-        return self.load_dataclass('engine', defaults)
-
-    def save_engine_settings(self, settings: Any) -> None:
-        self.save_dataclass('engine', settings)
 
     def load_geometry(self) -> tuple[QByteArray | None, QByteArray | None]:
         geometry = self.qsettings.value('window/geometry')
