@@ -27,10 +27,10 @@ def reference_dir(shared_dir) -> Path:
 
 @pytest.fixture()
 def recording_backend():
-    """pyvirtualcam with an in-memory backend named 'recording' (see test_live_support.RecordingBackend)."""
+    """pyvirtualcam with an in-memory backend named 'recording' (see helpers.RecordingBackend)."""
     import pyvirtualcam
+    from helpers import RecordingBackend
     from pyvirtualcam.camera import BACKENDS
-    from test_live_support import RecordingBackend
     RecordingBackend.instances.clear()
     pyvirtualcam.register_backend('recording', RecordingBackend)
     yield RecordingBackend

@@ -5,8 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from fomm_model import (Animator, FrameGenerator, Keypoints, load_checkpoint, load_config, make_animation,
-                        normalize_kp)
+from fomm_model import (
+    Animator,
+    FrameGenerator,
+    Keypoints,
+    load_checkpoint,
+    load_config,
+    make_animation,
+    normalize_kp,
+)
 from fomm_model.demo import find_best_frame
 from fomm_model.reference import OriginalAnimation
 

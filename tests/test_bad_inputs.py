@@ -5,20 +5,24 @@ import argparse
 
 import numpy as np
 import pytest
+from helpers import EINSTEIN as AVATAR
+from helpers import TINY_CONFIG, fomm, make_checkpoint, make_clip
 from PIL import Image
 
-from fomm_model.checkpoint import CheckpointError, CheckpointMismatchError, load_checkpoint
+from fomm_model.checkpoint import (
+    CheckpointError,
+    CheckpointMismatchError,
+    load_checkpoint,
+)
 from fomm_model.cli import animate
 from fomm_model.video_io import read_video
-
-from cli_helpers import AVATAR, TINY_CONFIG, fomm, make_checkpoint, make_clip
 
 
 @pytest.fixture(scope='module')
 def ckpts(tmp_path_factory):
     d = tmp_path_factory.mktemp('ckpts')
-    return {'tiny': make_checkpoint(TINY_CONFIG, d / 'tiny.pth.tar'),
-            'face': make_checkpoint('face-128', d / 'face-128.pth.tar')}
+    return {'tiny': make_checkpoint(d / 'tiny.pth.tar', TINY_CONFIG, with_discriminator=True),
+            'face': make_checkpoint(d / 'face-128.pth.tar', 'face-128', with_discriminator=True)}
 
 
 @pytest.fixture(scope='module')

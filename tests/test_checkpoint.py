@@ -1,11 +1,16 @@
 """Checkpoint loading: original layout, prefixes, weights_only, half precision, atomic saving."""
 from __future__ import annotations
 
-import torch
 import pytest
+import torch
 
 from fomm_model import build_models, load_checkpoint, load_config, save_checkpoint
-from fomm_model.checkpoint import CheckpointError, CheckpointMismatchError, read_checkpoint, strip_prefixes
+from fomm_model.checkpoint import (
+    CheckpointError,
+    CheckpointMismatchError,
+    read_checkpoint,
+    strip_prefixes,
+)
 
 
 @pytest.fixture(scope='module')
@@ -93,6 +98,7 @@ class _Code:
 
 def test_code_or_objects_in_a_checkpoint_are_refused_as_unsafe_not_corrupt(tiny, tmp_path):
     import numpy as np
+
     from fomm_model.checkpoint import UnsafeCheckpointError
     config, path = tiny
     ckpt = torch.load(path, map_location='cpu', weights_only=True)

@@ -6,17 +6,17 @@ import math
 
 import numpy as np
 import pytest
+from helpers import CLIPS, TINY_CONFIG, fomm, make_checkpoint, make_clip
+from helpers import EINSTEIN as AVATAR
 
 from fomm_model.defaults import default_checkpoint_path
 from fomm_model.face_detection import model_path
 from fomm_model.video_io import has_audio, read_video, video_fps
 
-from cli_helpers import AVATAR, CLIPS, TINY_CONFIG, fomm, make_checkpoint, make_clip
-
 
 @pytest.fixture(scope='module')
 def tiny_ckpt(tmp_path_factory):
-    return make_checkpoint(TINY_CONFIG, tmp_path_factory.mktemp('ckpt') / 'tiny.pth.tar')
+    return make_checkpoint(tmp_path_factory.mktemp('ckpt') / 'tiny.pth.tar', TINY_CONFIG, with_discriminator=True)
 
 
 def test_animate_with_audio_and_best_frame(tmp_path, tiny_ckpt):

@@ -5,11 +5,10 @@ import json
 import re
 
 import pytest
+from helpers import REPO, SHARED, fomm
 
 from fomm_model.checkpoint import read_checkpoint
 from fomm_model.defaults import default_checkpoint_path
-
-from cli_helpers import REPO, SHARED, fomm
 
 CARD = REPO / 'assets' / 'models' / 'MODEL_CARD.md'
 pytestmark = pytest.mark.slow   # 1,535 frames: about a minute on 2 cores (CI runs slow tests too)

@@ -6,15 +6,30 @@ import shutil
 
 import numpy as np
 import pytest
+from helpers import REPO, SHARED, fomm
 
-from cli_helpers import REPO, SHARED, fomm
-from fomm_model.evaluation.landmarks import (FaceLandmarker, LandmarkerUnavailable, NUM_LANDMARKS, eye_opening,
-                                             mouth_opening)
-from fomm_model.evaluation.metrics import (AKD, amplitude_ratio, average_keypoint_distance, pearson,
-                                           score_signal)
 from fomm_model import Animator
-from fomm_model.evaluation.transfer import (MIN_DRIVER_STD, animate_clip, measure_clip,
-                                            score_pair, summarize)
+from fomm_model.evaluation.landmarks import (
+    NUM_LANDMARKS,
+    FaceLandmarker,
+    LandmarkerUnavailable,
+    eye_opening,
+    mouth_opening,
+)
+from fomm_model.evaluation.metrics import (
+    AKD,
+    amplitude_ratio,
+    average_keypoint_distance,
+    pearson,
+    score_signal,
+)
+from fomm_model.evaluation.transfer import (
+    MIN_DRIVER_STD,
+    animate_clip,
+    measure_clip,
+    score_pair,
+    summarize,
+)
 from fomm_model.video_io import read_image, read_video, resize_image
 
 SIZE = (128, 128)   # face-128, the size the evaluation measures at

@@ -7,7 +7,7 @@ import shutil
 import time
 
 import pytest
-from test_live_support import SHARED
+from helpers import SHARED
 
 pytest.importorskip('PyQt6.QtCore')
 

@@ -13,11 +13,17 @@ import torch
 
 from fomm_model import Animator, load_checkpoint, load_config
 from fomm_model.devices import cpu_has_fast_bfloat16
-from fomm_model.inference import RunnerError, create_runner
+from fomm_model.inference import RunnerError, create_runner, select
+from fomm_model.inference.threads import (
+    AdaptiveThreads,
+    ThreadPolicy,
+    free_cores,
+    initial_threads,
+    passive_wait_env,
+    threads_for,
+    usable_cpus,
+)
 from fomm_model.inference.verify import time_interleaved
-from fomm_model.inference import select
-from fomm_model.inference.threads import (AdaptiveThreads, ThreadPolicy, free_cores, initial_threads,
-                                          passive_wait_env, threads_for, usable_cpus)
 from fomm_model.video_io import read_image, read_video, resize_image
 
 BUNDLED = Path(__file__).resolve().parents[1] / 'assets' / 'models' / 'face-128.pth.tar'

@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 import pytest
-from test_live_support import FACE_CLIP
+from helpers import FACE_CLIP
 
 from live.cameras import CameraInfo, SourceError, resolve_source
 from live.capture import Capture, FileReader, ReaderError

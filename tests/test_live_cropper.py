@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_live_support import AVATAR, clip_frames, paste
+from helpers import AVATAR, clip_frames, paste
 
 from fomm_model.face_detection import FaceDetector
 from live.avatar import AvatarError, load_avatar, to_rgb

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from test_live_support import AVATAR, SHARED
+from helpers import AVATAR, SHARED
 
 from live.engine import Engine, EngineError, camera_request
 from live.options import CaptureOptions, ModelOptions, Settings

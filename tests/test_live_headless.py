@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_live_support import AVATAR, SHARED
+from helpers import AVATAR, SHARED
 
 from fomm_model.video_io import read_video
 from live.app import split_command

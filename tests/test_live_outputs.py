@@ -6,7 +6,13 @@ import pytest
 import pyvirtualcam
 
 from live.sinks import VideoFileSink
-from live.virtual_camera import LINUX_FIX, Letterbox, VirtualCamera, VirtualCameraUnavailable, platform_fix
+from live.virtual_camera import (
+    LINUX_FIX,
+    Letterbox,
+    VirtualCamera,
+    VirtualCameraUnavailable,
+    platform_fix,
+)
 
 
 def test_virtual_camera_pillarboxes_rgb_frames(recording_backend):

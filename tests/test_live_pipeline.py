@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_live_support import AVATAR, clip_frames
+from helpers import AVATAR, clip_frames
 
 from fomm_model import Animator, load_checkpoint, normalize_kp
 from fomm_model.face_detection import FaceDetector

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from fomm_model import Keypoints, RelativeMotion, build_models, load_checkpoint, load_config, normalize_kp
+from fomm_model import (
+    Keypoints,
+    RelativeMotion,
+    build_models,
+    load_checkpoint,
+    load_config,
+    normalize_kp,
+)
 from fomm_model.keypoints import movement_scale
 
 MODES = {'relative_adapt': (True, True, True), 'relative': (False, True, True), 'absolute': (False, False, False)}

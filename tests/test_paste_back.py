@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import SHARED
 
-from cli_helpers import SHARED
 from fomm_model.paste_back import PasteBack
 from fomm_model.video_io import read_image
 

@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from fomm_model import load_checkpoint
-from fomm_model.inference import RunnerError, create_runner, sample_images, verify_runner
+from fomm_model.inference import (
+    RunnerError,
+    create_runner,
+    sample_images,
+    verify_runner,
+)
 from fomm_model.inference.convert import image_to_tensor
 from fomm_model.inference.torch_runner import TorchRunner
 

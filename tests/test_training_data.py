@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from fomm_model.training.augmentation import Augmentation, color_jitter, hsv_to_rgb, random_flip, rgb_to_hsv
+from fomm_model.training.augmentation import (
+    Augmentation,
+    color_jitter,
+    hsv_to_rgb,
+    random_flip,
+    rgb_to_hsv,
+)
 from fomm_model.training.dataset import EpochSampler, FramesDataset, PairedDataset
 from fomm_model.training.synthetic import FORMATS, blob_clip, make_dataset, write_clip
 from fomm_model.training.video_frames import VideoReadError, read_frames

@@ -14,12 +14,29 @@ import pytest
 import torch
 import yaml
 
-from fomm_model.checkpoint import CheckpointMismatchError, load_checkpoint, read_checkpoint
+from fomm_model.checkpoint import (
+    CheckpointMismatchError,
+    load_checkpoint,
+    read_checkpoint,
+)
 from fomm_model.output_paths import temp_files
-from fomm_model.training.perceptual import (ONet, PerceptualWeightsError, Vgg19, fetch_onet, find_onet_weights,
-                                            load_perceptual_net, load_vgg19)
+from fomm_model.training.perceptual import (
+    ONet,
+    PerceptualWeightsError,
+    Vgg19,
+    fetch_onet,
+    find_onet_weights,
+    load_perceptual_net,
+    load_vgg19,
+)
 from fomm_model.training.synthetic import make_dataset
-from fomm_model.training.trainer import Trainer, TrainingError, TrainOptions, lr_at, train
+from fomm_model.training.trainer import (
+    Trainer,
+    TrainingError,
+    TrainOptions,
+    lr_at,
+    train,
+)
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]

@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import EINSTEIN as AVATAR
+from helpers import REPO, TINY_CONFIG, fomm, make_checkpoint, make_clip
+from test_training_loop import tiny_config
 
 from fomm_model.checkpoint import read_checkpoint
 from fomm_model.cli import main
@@ -24,9 +27,6 @@ from fomm_model.config import ConfigError, load_config
 from fomm_model.output_paths import temp_files
 from fomm_model.training.synthetic import make_dataset
 from fomm_model.training.trainer import Trainer, TrainingError, TrainOptions, train
-
-from cli_helpers import AVATAR, REPO, TINY_CONFIG, fomm, make_checkpoint, make_clip
-from test_training_loop import tiny_config
 
 torch.set_num_threads(1)
 
@@ -53,8 +53,8 @@ def cli(capsys, *args) -> tuple[int, str]:
 @pytest.fixture(scope='module')
 def ckpts(tmp_path_factory):
     d = tmp_path_factory.mktemp('ckpts')
-    return {'tiny': make_checkpoint(TINY_CONFIG, d / 'tiny.pth.tar'),
-            'face': make_checkpoint('face-128', d / 'face-128.pth.tar')}
+    return {'tiny': make_checkpoint(d / 'tiny.pth.tar', TINY_CONFIG, with_discriminator=True),
+            'face': make_checkpoint(d / 'face-128.pth.tar', 'face-128', with_discriminator=True)}
 
 
 @pytest.fixture(scope='module')
