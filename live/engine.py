@@ -45,6 +45,7 @@ class EngineError(RuntimeError):
 @dataclass
 class StageStats:
     mean_ms: float = 0.0
+    p50_ms: float = 0.0
     p95_ms: float = 0.0
     p99_ms: float = 0.0
 
@@ -528,7 +529,7 @@ class Engine:
             out_times = list(self._out_times)
             frames_out, frames_in_before, dropped_before = \
                 self._frames_out, self._frames_in_before, self._dropped_before
-        stages = {k: StageStats(float(a.mean()), float(np.percentile(a, 95)), float(np.percentile(a, 99)))
+        stages = {k: StageStats(float(a.mean()), *(float(v) for v in np.percentile(a, (50, 95, 99))))
                   for k, a in times.items()}
         fps = (len(out_times) - 1) / (out_times[-1] - out_times[0]) \
             if len(out_times) > 1 and out_times[-1] > out_times[0] else 0.0
