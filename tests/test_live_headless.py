@@ -159,3 +159,13 @@ def test_calibration_waits_for_the_first_frame_with_a_face(tmp_path, capsys):
     written = read_video(out)[0]
     assert written.shape[0] == 30
     assert np.abs(written[0].astype(int) - written[5]).mean() < 2   # before: the avatar, unmoved
+
+
+def test_malformed_yaml_config_is_named_by_file_and_line_without_a_traceback(tmp_path):
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text('model_params:\n  common_params:\n    num_kp: 10\n   kp_detector_params: {temperature: 0.1\n')
+    out = tmp_path / 'out.mp4'
+    proc = main_py('run', *BASE, '--config', str(bad), '--output', str(out), '--max-frames', '2')
+    assert proc.returncode == 2, proc.stderr
+    assert f'{bad}, line 4' in proc.stderr and 'not valid YAML' in proc.stderr, proc.stderr
+    assert 'Traceback' not in proc.stderr and not out.exists()

@@ -341,3 +341,16 @@ def test_only_our_temporary_files_of_dead_writers_are_removed(tmp_path, caplog):
     atomic_write_bytes(b'result', tmp_path / long_name)
     assert {p.name for p in tmp_path.iterdir()} == {n for n, kept in names.items() if kept} | {'f.json', long_name}
     assert f'left by process {dead}' in caplog.text
+
+
+def test_release_refuses_to_write_over_its_training_checkpoint(ckpts, tmp_path, capsys):
+    from fomm_model.training.release import main as release_main
+    src = tmp_path / 'train.pth.tar'
+    src.write_bytes(Path(ckpts['tiny']).read_bytes())
+    before = sha(src)
+    assert release_main([str(src), str(src)]) == 2
+    assert 'same file as training checkpoint' in capsys.readouterr().err
+    assert sha(src) == before
+    assert release_main([str(src), str(tmp_path)]) == 2 and 'is a folder' in capsys.readouterr().err
+    assert release_main([str(src), str(tmp_path / 'small.pth.tar')]) == 0
+    assert (tmp_path / 'small.pth.tar').stat().st_size < src.stat().st_size

@@ -8,14 +8,18 @@ them) in float16, plus ``epoch``/``step`` for provenance; optimiser states and t
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-
-from ..checkpoint import atomic_save, read_checkpoint, strip_prefixes
+from ..checkpoint import CheckpointError, atomic_save, read_checkpoint, strip_prefixes
+from ..output_paths import OutputPathError, check_output_file
 
 
 def release(src: str | Path, dst: str | Path, half: bool = True) -> dict:
-    """Write the inference checkpoint and return what it holds (keys -> tensor count)."""
+    """Write the inference checkpoint and return what it holds (keys -> tensor count). ``dst`` is checked
+    first: it may not be the source, a folder or an unwritable place."""
+    check_output_file(dst, what='released checkpoint', inputs={'training checkpoint': src},
+                      extensions=('.pth.tar', '.pth', '.pt', '.tar'))
     ckpt = read_checkpoint(src)
     out = {}
     for key in ('kp_detector', 'generator'):
@@ -34,7 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('dst', help='inference checkpoint to write')
     parser.add_argument('--fp32', action='store_true', help='keep float32 weights')
     args = parser.parse_args(argv)
-    summary = release(args.src, args.dst, half=not args.fp32)
+    try:
+        summary = release(args.src, args.dst, half=not args.fp32)
+    except (OutputPathError, CheckpointError, FileNotFoundError) as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
     size = Path(args.dst).stat().st_size / 1e6
     print(f'wrote {args.dst} ({size:.1f} MB): {summary}')
     return 0
