@@ -23,6 +23,7 @@ from fomm_model.inference.threads import (
     threads_for,
     usable_cpus,
 )
+from fomm_model.inference.torch_runner import TorchRunner
 from fomm_model.inference.verify import time_interleaved
 from fomm_model.video_io import read_image, read_video, resize_image
 
@@ -77,7 +78,7 @@ def _animate(animator: Animator, source, frames) -> tuple[list[np.ndarray], list
 
 
 def _assert_agrees(models, source, frames, runner) -> None:
-    reference = Animator(models, backend='torch', device='cpu', verify=False)
+    reference = Animator(models, backend=TorchRunner(models, rewrite=False))   # the unchanged model
     ref_kp, ref_pred = _animate(reference, source, frames)
     got_kp, got_pred = _animate(Animator(models, backend=runner), source, frames)
     kp_diff = max(float(np.abs(a - b).max()) for a, b in zip(got_kp, ref_kp))

@@ -22,12 +22,13 @@ from .runner import EagerPreparer, Runner, RunnerError
 log = logging.getLogger(__name__)
 
 OPSET = 17  # grid_sample needs >= 16
+GRAPH_VERSION = 'subpixel1'  # changes when the exported graphs change for the same weights (see .rewrite)
 ORT_HINT = 'pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA), plus onnx and onnxscript for the export'
 
 
 def export_onnx(models: Models, size: tuple[int, int], model_key: str, opset: int = OPSET) -> tuple[Path, Path]:
     """Export (or reuse) ``kp.onnx`` and ``generator.onnx`` for these weights; returns their paths."""
-    folder = cache_dir('onnx') / f'{model_key}-{size[0]}x{size[1]}-opset{opset}'
+    folder = cache_dir('onnx') / f'{model_key}-{size[0]}x{size[1]}-opset{opset}-{GRAPH_VERSION}'
     folder.mkdir(parents=True, exist_ok=True)
     kp_path, gen_path = folder / 'kp.onnx', folder / 'generator.onnx'
     if kp_path.is_file() and gen_path.is_file():

@@ -14,6 +14,7 @@ import torch
 
 from ..models import Models
 from .graphs import KeypointGraph, SourceInputs, prepare_source
+from .rewrite import subpixel_up_blocks
 
 
 class RunnerError(RuntimeError):
@@ -57,12 +58,16 @@ class Runner(ABC):
 
 class EagerPreparer:
     """Source preparation in eager float32 PyTorch, for runners whose runtime only holds the per-frame graphs
-    (ONNX Runtime, OpenVINO, TensorRT). Owns a copy of the keypoint detector and the generator."""
+    (ONNX Runtime, OpenVINO, TensorRT), and the networks they export. Owns a copy of the keypoint detector and
+    the generator, with the exact rewrites of :mod:`.rewrite` applied."""
 
     def __init__(self, models: Models, device: torch.device | str = 'cpu'):
         self.device = torch.device(device)
-        self._kp = KeypointGraph(copy.deepcopy(models.kp_detector)).to(self.device, torch.float32).eval()
-        self._generator = copy.deepcopy(models.generator).to(self.device, torch.float32).eval()
+        kp, generator = copy.deepcopy(models.kp_detector).float().eval(), copy.deepcopy(models.generator).float().eval()
+        subpixel_up_blocks(kp)
+        subpixel_up_blocks(generator)
+        self._kp = KeypointGraph(kp).to(self.device).eval()
+        self._generator = generator.to(self.device)
 
     def __call__(self, image: torch.Tensor) -> SourceInputs:
         return prepare_source(self._kp, self._generator, image.to(self.device, torch.float32))

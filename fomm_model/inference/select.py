@@ -117,13 +117,13 @@ def create_runner(models: Models, size: tuple[int, int], backend: str = 'auto',
     device_reason = default_device()[1] if device in (None, 'auto') else f'--device {device}'
     if isinstance(dtype, str):
         dtype = DTYPES.get(dtype) or _bad_dtype(dtype)
-    reference = None if (backend == 'torch' and dev.type == 'cpu' and dtype in (None, torch.float32)
-                         and not channels_last) else TorchRunner(models, 'cpu', torch.float32)
+    # the unchanged model in eager float32 (no rewrites): what every runner must agree with
+    reference = TorchRunner(models, 'cpu', torch.float32, rewrite=False) if verify else None
     try:
         if backend != 'auto':
             dt = dtype or (torch.float16 if backend == 'tensorrt' else torch.float32)
             runner = build_runner(backend, models, size, dev, dt, bool(channels_last), model_key)
-            report = verify_runner(runner, reference, size) if verify and reference is not None else {}
+            report = verify_runner(runner, reference, size) if reference is not None else {}
             reason = f'requested --backend {backend}; {device_reason}'
             log.info('backend: %s (%s)', runner.describe(), reason)
             return Selection(runner, reason, report)
@@ -150,9 +150,6 @@ def _auto(models, size, dev, device_reason, dtype, channels_last, model_key, ref
     for name, cdtype, ccl in cands:
         text = label(name, cdtype, ccl)
         try:
-            if reference is not None and (name, cdtype, ccl, dev.type) == ('torch', torch.float32, False, 'cpu'):
-                runners[text], reports[text] = reference, {}   # the float32 reference is itself a candidate
-                continue
             runner = build_runner(name, models, size, dev, cdtype, ccl, model_key)
             reports[text] = verify_runner(runner, reference, size) if reference is not None else {}
             runners[text] = runner
@@ -165,7 +162,7 @@ def _auto(models, size, dev, device_reason, dtype, channels_last, model_key, ref
     chosen = min(timings, key=timings.get)
     for text, runner in runners.items():
         log.info('auto: %s %.1f ms per model step', text, timings[text])
-        if text != chosen and runner is not reference:
+        if text != chosen:
             runner.close()
     runner = runners[chosen]
     others = ', '.join(f'{k} {v:.1f} ms' for k, v in sorted(timings.items(), key=lambda kv: kv[1]) if k != chosen)

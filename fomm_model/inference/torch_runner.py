@@ -9,6 +9,7 @@ import torch
 from ..devices import DeviceError, check_device
 from ..models import Models
 from .graphs import FrameGenerator, KeypointGraph, SourceInputs, prepare_source
+from .rewrite import subpixel_up_blocks
 from .runner import Runner, RunnerError
 
 log = logging.getLogger(__name__)
@@ -23,10 +24,11 @@ def flush_denormals_on_cpu(device: torch.device) -> None:
 
 class TorchRunner(Runner):
     """Eager PyTorch on a private copy of the networks; ``compile=True`` puts the two per-frame graphs
-    through ``torch.compile`` (a slow first call, then fused kernels)."""
+    through ``torch.compile`` (a slow first call, then fused kernels). ``rewrite`` applies the exact
+    inference rewrites of :mod:`.rewrite` (off only for the float32 reference every runner is checked against)."""
 
     def __init__(self, models: Models, device: torch.device | str = 'cpu', dtype: torch.dtype = torch.float32,
-                 channels_last: bool = False, compile: bool = False):
+                 channels_last: bool = False, compile: bool = False, rewrite: bool = True):
         try:
             self.device = check_device(device)
         except DeviceError as exc:
@@ -37,8 +39,12 @@ class TorchRunner(Runner):
         self.dtype, self.channels_last = dtype, channels_last
         flush_denormals_on_cpu(self.device)
         fmt = torch.channels_last if channels_last else torch.preserve_format
-        kp = copy.deepcopy(models.kp_detector).to(device=self.device, dtype=dtype, memory_format=fmt).eval()
-        generator = copy.deepcopy(models.generator).to(device=self.device, dtype=dtype, memory_format=fmt).eval()
+        kp, generator = copy.deepcopy(models.kp_detector).eval(), copy.deepcopy(models.generator).eval()
+        if rewrite:   # in float32, before the cast
+            subpixel_up_blocks(kp.float())
+            subpixel_up_blocks(generator.float())
+        kp = kp.to(device=self.device, dtype=dtype, memory_format=fmt)
+        generator = generator.to(device=self.device, dtype=dtype, memory_format=fmt)
         self._kp_eager = KeypointGraph(kp).eval()
         self._generator = generator
         self._kp = self._kp_eager
