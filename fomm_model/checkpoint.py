@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .config import available_configs, config_name, load_config
+from .config import config_name, load_config
 from .models import Models, build_models
 from .output_paths import atomic_output
 from .output_paths import atomic_write_bytes as _atomic_write_bytes
@@ -46,17 +46,18 @@ def strip_prefixes(state_dict: dict) -> dict:
     return out
 
 
-def read_checkpoint(path: str | Path) -> dict:
+def read_checkpoint(path: str | Path, mmap: bool = False) -> dict:
     """``torch.load`` with ``weights_only=True``, turning every failure into an actionable CheckpointError.
 
     A file the safe loader refuses (it holds Python objects or code, which weights never need) is reported as
-    unsafe, distinct from a truncated or corrupt file; loading it another way is never suggested.
+    unsafe, distinct from a truncated or corrupt file; loading it another way is never suggested. ``mmap``
+    maps a zip-format file instead of reading it (for looking at shapes only); older files are read.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+        ckpt = torch.load(path, map_location='cpu', weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except pickle.UnpicklingError as exc:
         if _WEIGHTS_ONLY_REFUSAL in str(exc):
             raise UnsafeCheckpointError(_unsafe_message(path, str(exc))) from None
@@ -106,14 +107,8 @@ def state_dict_mismatches(expected: dict, given: dict, limit: int = 5) -> list[s
 
 def matching_configs(ckpt: dict) -> list[str]:
     """Shipped configs whose kp detector and generator fit this checkpoint (checked on the meta device)."""
-    matches = []
-    for name in available_configs():
-        with torch.device('meta'):
-            models = build_models(name, with_discriminator=False)
-        if not any(state_dict_mismatches(m.state_dict(), strip_prefixes(ckpt[k]), 1)
-                   for k, m in (('generator', models.generator), ('kp_detector', models.kp_detector))):
-            matches.append(name)
-    return matches
+    from .config_detection import fitting_configs
+    return fitting_configs(ckpt)
 
 
 def fitting_state(module: torch.nn.Module, ckpt: dict, key: str, config: dict, path: str | Path) -> dict:

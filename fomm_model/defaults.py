@@ -1,4 +1,5 @@
-"""Where the bundled default model lives (devices and precisions: ``fomm_model.devices``)."""
+"""Where the bundled default model lives and which model a command loads (devices and precisions:
+``fomm_model.devices``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,18 +20,33 @@ def default_checkpoint_path() -> Path:
 
 
 def resolve_model(config: str | None, checkpoint: str | Path | None) -> tuple[str, Path]:
-    """Fill in the defaults: no checkpoint -> the bundled face-128 model; no config -> face-128.
+    """The (config, checkpoint file) to load, with the defaults filled in.
 
-    Raises FileNotFoundError saying what to do when the checkpoint file is missing.
+    No checkpoint: the bundled face-128 model. A checkpoint that is not a file may name an installed model
+    (:mod:`fomm_model.model_store`). No config: the bundled model's own, the one recorded when a model was
+    installed, else the one found from the checkpoint's parameter names and shapes
+    (:mod:`fomm_model.config_detection`; ConfigDetectionError when none fits).
+    Raises FileNotFoundError saying what to do when the checkpoint is neither a file nor an installed model.
     """
     if checkpoint is None:
         path = default_checkpoint_path()
         if not path.is_file():
             raise FileNotFoundError(
                 f'the default model {path} does not exist yet: train it (see assets/models/MODEL_CARD.md) or '
-                f'pass --checkpoint FILE with the matching --config')
-    else:
-        path = Path(checkpoint)
-        if not path.is_file():
-            raise FileNotFoundError(f'checkpoint not found: {path}')
-    return (config or DEFAULT_CONFIG), path
+                f'pass --checkpoint FILE')
+        return (config or DEFAULT_CONFIG), path
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        from .model_store import find_model, models_dir
+        entry = find_model(str(checkpoint))
+        if entry is None:
+            raise FileNotFoundError(f'checkpoint not found: {checkpoint} is neither a file nor an installed model '
+                                    f'(python -m fomm_model models list shows those in {models_dir()})')
+        return (config or entry.config), entry.path
+    if config:
+        return config, path
+    from .output_paths import same_file
+    if same_file(path, default_checkpoint_path()):
+        return DEFAULT_CONFIG, path
+    from .config_detection import detect_checkpoint_config
+    return detect_checkpoint_config(path).config, path

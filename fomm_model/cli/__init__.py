@@ -1,4 +1,4 @@
-"""``fomm`` command line: one sub-command per module in this package (animate, reconstruct, crop, train)."""
+"""``fomm`` command line: one sub-command per module in this package (animate, reconstruct, crop, train, models)."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +12,7 @@ SUBCOMMANDS = {
     'evaluate': 'fomm_model.cli.evaluate',
     'crop': 'fomm_model.cli.crop',
     'train': 'fomm_model.cli.train',
+    'models': 'fomm_model.cli.models',
 }
 
 

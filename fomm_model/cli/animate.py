@@ -25,8 +25,12 @@ from ..video_io import (AUDIO_WRITE_EXTENSIONS, VIDEO_WRITE_EXTENSIONS, has_audi
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--config', default=None, help='config name or YAML path (default: face-128)')
-    parser.add_argument('--checkpoint', default=None, help='checkpoint .pth.tar (default: the bundled face-128)')
+    parser.add_argument('--config', default=None,
+                        help='config name or YAML path (default: the one the checkpoint was made with, found from '
+                             'its parameter shapes)')
+    parser.add_argument('--checkpoint', default=None,
+                        help='checkpoint .pth.tar or the name of an installed model (fomm models list; default: the '
+                             'bundled face-128)')
     parser.add_argument('--source_image', required=True, help='image to animate (PNG/JPEG; alpha over white)')
     parser.add_argument('--driving_video', required=True, help='video (or GIF / folder of frames) to take motion from')
     parser.add_argument('--result_video', default='result.mp4',

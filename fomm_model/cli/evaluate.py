@@ -36,8 +36,12 @@ def _shared() -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--config', default=None, help='config name or YAML path (default: face-128)')
-    parser.add_argument('--checkpoint', default=None, help='checkpoint .pth.tar (default: the bundled face-128)')
+    parser.add_argument('--config', default=None,
+                        help='config name or YAML path (default: the one the checkpoint was made with, found from '
+                             'its parameter shapes)')
+    parser.add_argument('--checkpoint', default=None,
+                        help='checkpoint .pth.tar or the name of an installed model (fomm models list; default: the '
+                             'bundled face-128)')
     parser.add_argument('--data', default=None, help='folder of driving / test videos (its test/ subfolder if '
                                                      'present; default: ../shared/data/faces/test)')
     parser.add_argument('--avatars', default=None, help='folder of avatar images (default: ../shared/data/avatars)')

@@ -29,8 +29,12 @@ from ..video_io import is_video_path, iter_video, resize_image, video_fps, write
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--config', default=None, help='config name or YAML path (default: face-128)')
-    parser.add_argument('--checkpoint', default=None, help='checkpoint .pth.tar (default: the bundled face-128)')
+    parser.add_argument('--config', default=None,
+                        help='config name or YAML path (default: the one the checkpoint was made with, found from '
+                             'its parameter shapes)')
+    parser.add_argument('--checkpoint', default=None,
+                        help='checkpoint .pth.tar or the name of an installed model (fomm models list; default: the '
+                             'bundled face-128)')
     parser.add_argument('--data', required=True, help='folder of videos (its test/ subfolder is used if present)')
     parser.add_argument('--out', default=None, help='write side-by-side videos (driving | prediction) here')
     parser.add_argument('--json', default=None, help='write the scores here (default: OUT/reconstruction.json '

@@ -169,12 +169,16 @@ class AntiAliasInterpolation2d(nn.Module):
         kernel_size = 2 * round(sigma * 4) + 1
         self.ka = kernel_size // 2
         self.kb = self.ka - 1 if kernel_size % 2 == 0 else self.ka
-        coords = torch.arange(kernel_size, dtype=torch.float32)
+        # computed on the CPU, then moved to the default device: building on the meta device (config detection)
+        # then needs no arange decomposition, which would import torch._dynamo (seconds)
+        coords = torch.arange(kernel_size, dtype=torch.float32, device='cpu')
         mean = (kernel_size - 1) / 2
-        g = torch.exp(-(coords - mean) ** 2 / (2 * sigma ** 2)) if sigma > 0 else torch.ones(kernel_size)
+        g = torch.exp(-(coords - mean) ** 2 / (2 * sigma ** 2)) if sigma > 0 else torch.ones(kernel_size,
+                                                                                            device='cpu')
         kernel = g[:, None] * g[None, :]
         kernel = kernel / kernel.sum()
-        self.register_buffer('weight', kernel.view(1, 1, kernel_size, kernel_size).repeat(channels, 1, 1, 1))
+        kernel = kernel.view(1, 1, kernel_size, kernel_size).repeat(channels, 1, 1, 1)
+        self.register_buffer('weight', kernel.to(torch.get_default_device()))
         self.groups = channels
         self.scale = scale
         self.int_inv_scale = int(1 / scale)
