@@ -45,7 +45,9 @@ class ModelOptions:
     """Which model runs where; fixed while the engine runs (a change rebuilds it)."""
     config: str | None = option(None, 'model config name or YAML (default: found from the checkpoint, or the '
                                       "bundled model's)")
-    checkpoint: str | None = option(None, 'model checkpoint .pth.tar (default: the bundled face model)')
+    checkpoint: str | None = option(None, 'model checkpoint .pth.tar, or the name of an installed model (python -m '
+                                          'fomm_model models list; default: the bundled face model)',
+                                    metavar='FILE_OR_NAME')
     backend: str = option('auto', 'runtime for the model: auto measures the candidates and keeps the fastest',
                           choices=BACKENDS)
     device: str = option('auto', 'cpu, cuda or cuda:N; auto: CUDA when available, else the CPU', parse=device_name)

@@ -163,3 +163,23 @@ def test_fomm_animate_without_config_on_a_non_default_checkpoint(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert 'config face-128-v2 (the only config whose keypoint detector and generator fit)' in proc.stderr
     assert read_video(tmp_path / 'r.mp4')[0].shape == (3, 128, 128, 3)
+
+
+@pytest.mark.slow   # about 12 s on two shared cores (a process start, face detection, the model)
+def test_main_py_run_without_config_on_a_non_default_checkpoint(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from helpers import CLIPS, REPO
+
+    from fomm_model.video_io import read_video
+    ckpt = make_checkpoint(tmp_path / 'mine.pth.tar', 'face-128-v2')
+    out = tmp_path / 'out.mp4'
+    proc = subprocess.run([sys.executable, 'main.py', 'run', '--input', str(CLIPS[0]), '--avatar', str(AVATAR),
+                           '--backend', 'torch', '--device', 'cpu', '--checkpoint', str(ckpt), '--output', str(out),
+                           '--max-frames', '2', '--verbose'], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert proc.returncode == 0, proc.stderr
+    assert 'config face-128-v2 (the only config whose keypoint detector and generator fit)' in proc.stderr
+    assert read_video(out)[0].shape[0] == 2
