@@ -27,14 +27,18 @@ class Animator:
     ``backend``: ``'auto'`` (the fastest runner verified on this machine, chosen by timing), a backend name
     (``'torch'``, ``'compile'``, ``'onnx'``, ``'tensorrt'``) or a ready :class:`~fomm_model.inference.Runner`.
     ``device``/``dtype``/``channels_last``: None lets the backend choose (CUDA when available, float32 unless
-    ``auto`` measures better). The ``models`` are never changed: each runner works on its own copy.
+    ``auto`` measures better). The ``models`` are never changed: each runner works on its own copy. A ready
+    runner that holds no model here (a remote one) can come with ``models=None`` and the frame ``size``.
     """
 
-    def __init__(self, models: Models, *, backend: str | Runner = 'auto', device: torch.device | str | None = None,
-                 dtype: torch.dtype | str | None = None, channels_last: bool | None = None, relative: bool = True,
-                 adapt_scale: bool = True, relative_jacobian: bool = True, verify: bool = True,
-                 model_key: str | None = None):
-        self.size = frame_size(models.config)
+    def __init__(self, models: Models | None, *, backend: str | Runner = 'auto',
+                 device: torch.device | str | None = None, dtype: torch.dtype | str | None = None,
+                 channels_last: bool | None = None, relative: bool = True, adapt_scale: bool = True,
+                 relative_jacobian: bool = True, verify: bool = True, model_key: str | None = None,
+                 size: tuple[int, int] | None = None):
+        if models is None and (size is None or not isinstance(backend, Runner)):
+            raise ValueError('Animator without models needs a ready runner and the frame size')
+        self.size = tuple(size) if size is not None else frame_size(models.config)
         if isinstance(backend, Runner):
             self.runner, self.selection_reason = backend, 'runner given by the caller'
         else:

@@ -1,4 +1,5 @@
-"""``main.py [gui|run|cameras] ...``: the window (default), a headless run, or the list of cameras.
+"""``main.py [gui|run|cameras|serve] ...``: the window (default), a headless run, the list of cameras, or the
+model server for other machines (``--remote``).
 
 ``--headless`` and ``--list-cameras`` anywhere on the command line still mean ``run`` and ``cameras``.
 """
@@ -7,9 +8,10 @@ from __future__ import annotations
 import sys
 
 COMMANDS = {'gui': 'the window (default)', 'run': 'no window: camera or file in, file or virtual camera out',
-            'cameras': 'list the cameras by index and name'}
+            'cameras': 'list the cameras by index and name',
+            'serve': 'the model server (Ray Serve) for clients started with --remote ws://HOST:PORT'}
 ALIASES = {'--headless': 'run', '--list-cameras': 'cameras'}
-USAGE = ('usage: main.py [gui|run|cameras] [options]   (main.py COMMAND --help for its options)\n'
+USAGE = ('usage: main.py [gui|run|cameras|serve] [options]   (main.py COMMAND --help for its options)\n'
          + '\n'.join(f'  {name:<8} {text}' for name, text in COMMANDS.items()))
 
 
@@ -30,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     if command == 'run':
         from .headless import main as run_main
         return run_main(args)
+    if command == 'serve':
+        from .remote.serve_cli import main as serve_main
+        return serve_main(args)
     if command == 'cameras':
         from .cameras import list_cameras
         cams = list_cameras()

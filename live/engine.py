@@ -71,6 +71,8 @@ class EngineStats:
     status: str = ''                  # the newest frame's status ('no face', ...)
     notices: list[str] = field(default_factory=list)
     error: str = ''                   # why the engine failed or stopped an output
+    remote: str = ''                  # --remote: the link's state, round trip, server model time and device
+    remote_state: str = ''            # connected | reconnecting | refused | closed ('' when the model is local)
 
 
 def camera_request(capture: CaptureOptions, device_type: str) -> tuple[tuple[int, int], str]:
@@ -326,10 +328,14 @@ class Engine:
 
         from .cropper import FaceCropper
         from .model_files import load_model
-        models, key = load_model(model)
         try:
-            animator = Animator(models, backend=model.backend, device=model.device, dtype=model.dtype,
-                                channels_last=model.channels_last or None, model_key=key)
+            if model.remote:   # the model runs on a server (main.py serve); never a silent local fallback
+                from .remote.connect import remote_animator
+                animator = remote_animator(model)
+            else:
+                models, key = load_model(model)
+                animator = Animator(models, backend=model.backend, device=model.device, dtype=model.dtype,
+                                    channels_last=model.channels_last or None, model_key=key)
         except RunnerError as exc:
             raise EngineError(str(exc)) from exc
         self._backend, self._backend_reason = animator.describe(), animator.selection_reason
@@ -545,5 +551,15 @@ class Engine:
             camera_resolution=cap.size if cap else None, camera_fps=cap.nominal_fps if cap else None,
             camera_measured_fps=cap.measured_fps if cap else 0.0, face_detector=self._detector_state,
             face_found=bool(latest and latest.face_found), calibrated=bool(p and p.calibrated),
-            status=latest.status if latest else '', notices=list(self._notices), error=self._error)
+            status=latest.status if latest else '', notices=list(self._notices), error=self._error,
+            **_link(p))
+
+
+def _link(pipeline: Pipeline | None) -> dict[str, str]:
+    """The remote runner's status for EngineStats (read from any thread: it only swaps references)."""
+    status = getattr(pipeline.animator.runner, 'link_status', None) if pipeline is not None else None
+    if status is None:
+        return {}
+    link = status()
+    return {'remote': link.line(), 'remote_state': link.state}
 

@@ -35,6 +35,8 @@ def format_summary(stats: EngineStats, wall_s: float) -> str:
     for name, st in stats.stages.items():
         label = 'latency' if name == 'total' else name
         lines.append(f'  {label:<9} {st.mean_ms:8.2f} {st.p95_ms:9.2f}')
+    if stats.remote:
+        lines.append(f'remote:     {stats.remote}')
     lines += [f'notice:     {n}' for n in stats.notices]
     return '\n'.join(lines)
 

@@ -40,6 +40,14 @@ def resolution(text: str) -> tuple[int, int]:
     return w, h
 
 
+def _remote_url(text: str) -> str:
+    """A ws:// or wss:// URL (ValueError with an example otherwise); 'none' or 'local': this computer ('')."""
+    if str(text).strip().lower() in ('', 'none', 'local'):
+        return ''
+    from .remote.client import check_url
+    return check_url(text)
+
+
 @dataclass
 class ModelOptions:
     """Which model runs where; fixed while the engine runs (a change rebuilds it)."""
@@ -55,6 +63,18 @@ class ModelOptions:
                                choices=DTYPE_CHOICES)
     channels_last: bool = option(False, 'channels_last memory layout for the torch backend')
     threads: int | None = option(None, 'CPU threads for the model (default: what the cores allow)', minimum=1)
+    remote: str | None = option(None, 'run the model on a fomm-live model server (main.py serve) at ws://HOST:PORT '
+                                      'or wss://HOST/PATH (default: on this computer)', metavar='URL',
+                                parse=_remote_url)
+    remote_send: str = option('keypoints', 'what goes to the model server each frame: keypoints (the keypoint '
+                                           'detector runs here, 0.4 KiB up, one round trip; needs the same '
+                                           'checkpoint here) or crop (the driving crop, two round trips)',
+                              choices=('keypoints', 'crop'))
+    remote_codec: str = option('jpeg', 'images to and from the model server: jpeg (quality 90, ~11x fewer bytes) '
+                                       'or raw (lossless: the same frames as a local float32 model)',
+                               choices=('jpeg', 'raw'))
+    token_file: str | None = option(None, "file holding the model server's token (default: $FOMM_LIVE_TOKEN, "
+                                          'else the token file the server created on this machine)')
 
 
 @dataclass
