@@ -61,8 +61,11 @@ class Connection:
 
     def __init__(self, url: str, token: str, codec: str = 'raw', timeout: float = CONNECT_TIMEOUT_S,
                  client: str = 'fomm-live', ssl_context: Any = None):
-        from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketException
-        from websockets.sync.client import connect
+        try:
+            from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketException
+            from websockets.sync.client import connect
+        except ImportError as exc:
+            raise RemoteError(f'--remote needs the websockets package ({exc}): pip install "websockets>=12"') from None
         if codec not in WIRE_CODECS:
             raise ValueError(f'codec must be one of {", ".join(WIRE_CODECS)}, got {codec!r}')
         self.url, self.codec = check_url(url), codec
