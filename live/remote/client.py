@@ -74,8 +74,10 @@ class Connection:
         self._seq = 0
         try:
             tls = {'ssl': ssl_context} if ssl_context is not None and self.url.startswith('wss:') else {}
+            # entered at once (websockets >= 17 warns about a connection used outside ``with``); closed by close()
             self._ws = connect(self.url, **tls, open_timeout=timeout, compression=None, max_size=None, proxy=None,
-                               ping_interval=PING_INTERVAL_S, ping_timeout=PING_TIMEOUT_S, close_timeout=1.0)
+                               ping_interval=PING_INTERVAL_S, ping_timeout=PING_TIMEOUT_S,
+                               close_timeout=1.0).__enter__()
         except (InvalidURI, InvalidHandshake) as exc:
             raise RemoteError(f'{self.url} is not a fomm-live model server ({exc})') from None
         except (OSError, TimeoutError, WebSocketException) as exc:

@@ -107,6 +107,7 @@ class RemoteRunner(Runner):
         self._held_kp: tuple[torch.Tensor, torch.Tensor] | None = None
         self._source: RemoteSource | None = None
         self._lost_at: float | None = None
+        self._lost_reason = ''
         self._message = ''
         self._state = 'connecting'
         conn = self._connect()            # RunnerError: unreachable, refused, other model
@@ -144,6 +145,7 @@ class RemoteRunner(Runner):
                 return
             self._conn = None
             self._state, self._lost_at = 'reconnecting', time.monotonic()
+            self._lost_reason = str(exc)
             self._message = f'{exc}; holding the last frame and reconnecting every {self.retry_s:g} s'
             self._reconnector = threading.Thread(target=self._reconnect, args=(conn,), name='fomm-remote',
                                                  daemon=True)
@@ -160,9 +162,11 @@ class RemoteRunner(Runner):
                 if source is not None:
                     self._upload(conn, source)
             except (RunnerError, RemoteError) as exc:
-                self._message = f'{exc}; retrying every {self.retry_s:g} s'
-                if 'another model' in str(exc) or 'refused' in str(exc):
-                    self._state = 'refused'
+                refused = 'another model' in str(exc) or isinstance(exc.__cause__, RefusedError) or \
+                    'refused:' in str(exc)
+                self._state = 'refused' if refused else 'reconnecting'
+                self._message = (f'{self._lost_reason}; holding the last frame and reconnecting every '
+                                 f'{self.retry_s:g} s (last try: {exc})')
                 self._closed.wait(self.retry_s)
                 continue
             with self._lock:

@@ -145,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _start_ray(ray, args: argparse.Namespace, replicas: int, device: str) -> None:
-    quiet = {'include_dashboard': False, 'log_to_driver': bool(args.verbose), 'configure_logging': args.verbose,
+    # the replicas' warnings (refused streams, errors) reach this console; Serve's own INFO logs stay in files
+    quiet = {'include_dashboard': False, 'log_to_driver': True, 'configure_logging': args.verbose,
              'logging_level': logging.INFO if args.verbose else logging.WARNING}
     if args.address:
         ray.init(address=args.address, **quiet)

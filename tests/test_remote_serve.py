@@ -1,0 +1,274 @@
+"""The model server through real Ray Serve (``python main.py serve`` in a subprocess, on loopback, the bundled
+model on the CPU) and real clients: remote equals local, concurrent streams keep their avatars, tokens,
+malformed messages, a server killed and restarted. One server for the module (Ray starts in ~30 s here)."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import AVATAR, EINSTEIN, REPO, SHARED, clip_frames
+
+pytest.importorskip('ray.serve', reason='the model server needs the remote extra: pip install -e ".[remote]"')
+pytest.importorskip('websockets')
+
+pytestmark = pytest.mark.slow
+
+START_TIMEOUT_S = 240
+SIZE = (128, 128)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+class ServeProcess:
+    """``main.py serve`` in its own session, so that killing it kills Ray's processes too."""
+
+    def __init__(self, port: int, token_file: Path, log_dir: Path):
+        self.port, self.token_file, self.log_dir = port, token_file, log_dir
+        self.url = f'ws://127.0.0.1:{port}'
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        env = {**os.environ, 'OMP_NUM_THREADS': '1', 'RAY_USAGE_STATS_ENABLED': '0'}
+        self.stderr_path = self.log_dir / f'serve-{self.starts}.err'
+        self.proc = subprocess.Popen(
+            [sys.executable, 'main.py', 'serve', '--port', str(self.port), '--token-file', str(self.token_file),
+             '--max-batch', '8', '--batch-wait-ms', '5'], cwd=REPO, env=env, stdout=subprocess.PIPE,
+            stderr=self.stderr_path.open('w'), text=True, start_new_session=True)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(self.proc.stdout), daemon=True)
+        reader.start()
+        while not any(line.startswith('serving on ') for line in lines):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                pytest.fail(f'the server did not start: {self.stderr()[-3000:]}')
+            time.sleep(0.2)
+        assert f'serving on {self.url}\n' in lines
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors='replace')
+
+    def kill(self) -> None:
+        """SIGKILL to every process of the server's session (driver, Ray's daemons, replicas, proxy)."""
+        import psutil
+        if self.proc is None:
+            return
+        sid = self.proc.pid
+        for p in psutil.process_iter():
+            try:
+                if os.getsid(p.pid) == sid:
+                    p.kill()
+            except (ProcessLookupError, psutil.Error, PermissionError):
+                pass
+        self.proc.wait(30)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            pass
+        self.kill()
+
+
+@pytest.fixture(scope='module')
+def token_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp('token') / 'token'
+    path.write_text('test-token-' + 'x' * 24 + '\n')
+    return path
+
+
+@pytest.fixture(scope='module')
+def server(tmp_path_factory, token_file):
+    srv = ServeProcess(_free_port(), token_file, tmp_path_factory.mktemp('serve'))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope='module')
+def local():
+    """The bundled model as a local eager float32 animator, and what a remote client needs of it."""
+    import torch
+
+    from fomm_model import Animator
+    from live.model_files import load_model
+    from live.options import ModelOptions
+    torch.set_num_threads(1)
+    models, key = load_model(ModelOptions())
+    return models, key, Animator(models, backend='torch')
+
+
+def _avatar(path: Path) -> np.ndarray:
+    from PIL import Image
+    return np.asarray(Image.open(path).convert('RGB').resize(SIZE, Image.LANCZOS)).copy()
+
+
+def _frames(n: int) -> list[np.ndarray]:
+    return [f[::2, ::2].copy() for f in clip_frames(n)]     # the 256 px clip at the model's 128 px
+
+
+def _remote(server, local, send='keypoints', codec='raw', token=None):
+    from fomm_model import Animator
+    from fomm_model.inference.torch_runner import TorchRunner
+    from live.remote.runner import RemoteRunner
+    models, key, _ = local
+    runner = RemoteRunner(server.url, token or server.token_file.read_text().strip(), send=send, codec=codec,
+                          keypoint_runner=TorchRunner(models) if send == 'keypoints' else None, model_key=key,
+                          token_source='the test', retry_s=0.5)
+    return runner, Animator(None if send == 'crop' else models, backend=runner, size=runner.size)
+
+
+def _animate_all(animator, avatar, frames) -> list[np.ndarray]:
+    animator.set_source(avatar)
+    animator.clear_anchor()
+    return [animator.animate(f) for f in frames]
+
+
+def test_remote_output_equals_local_output(server, local):
+    avatar, frames = _avatar(AVATAR), _frames(8)
+    expected = _animate_all(local[2], avatar, frames)
+    results = {}
+    for send, codec in (('keypoints', 'raw'), ('crop', 'raw'), ('keypoints', 'jpeg')):
+        runner, animator = _remote(server, local, send, codec)
+        try:
+            results[send, codec] = _animate_all(animator, avatar, frames)
+            status = runner.link_status()
+        finally:
+            runner.close()
+        assert status.state == 'connected' and status.frames == len(frames)
+        assert status.model_ms > 0 and status.round_trip_ms >= status.server_ms > 0
+        assert 'cpu' in status.device
+    for mode in (('keypoints', 'raw'), ('crop', 'raw')):     # lossless: the very same frames
+        for a, b in zip(expected, results[mode]):
+            assert np.array_equal(a, b), mode
+    # JPEG (quality 90) both ways: the stated tolerance is a mean error under 3 levels of 255, PSNR over 30 dB
+    diff = np.stack(expected).astype(float) - np.stack(results['keypoints', 'jpeg'])
+    assert np.abs(diff).mean() < 3.0
+    assert 10 * np.log10(255 ** 2 / (diff ** 2).mean()) > 30
+
+
+def test_four_concurrent_streams_each_get_their_own_avatar(server, local):
+    paths = [AVATAR, EINSTEIN, SHARED / 'data/avatars/girl_with_a_pearl_earring.png',
+             SHARED / 'data/avatars/lady_agnew.png']
+    avatars, frames = [_avatar(p) for p in paths], _frames(6)
+    expected = [_animate_all(local[2], a, frames) for a in avatars]
+    outputs: dict[int, list[np.ndarray]] = {}
+    batches: dict[int, float] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def stream(i: int) -> None:
+        try:
+            runner, animator = _remote(server, local)
+            try:
+                animator.set_source(avatars[i])
+                start.wait(30)
+                outputs[i] = _animate_all(animator, avatars[i], frames)
+                batches[i] = runner.link_status().batch
+            finally:
+                runner.close()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below in the test's thread
+            errors.append(exc)
+    threads = [threading.Thread(target=stream, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    for i in range(4):
+        for out, own in zip(outputs[i], expected[i]):
+            assert np.abs(out.astype(int) - own).max() <= 2        # batched: at most a rounding level apart
+            for j in range(4):
+                if j != i:
+                    assert np.abs(out.astype(int) - expected[j][0]).mean() > 15    # not someone else's avatar
+    assert max(batches.values()) > 1, batches     # the streams did share generator calls
+
+
+def test_a_wrong_or_missing_token_is_refused_on_both_sides(server, local):
+    from fomm_model.inference import RunnerError
+    from live.remote.client import Connection, RefusedError
+    with pytest.raises(RunnerError, match='refused: wrong or missing token.*token from the test'):
+        _remote(server, local, token='not-the-right-token-at-all')
+    with pytest.raises(RefusedError, match='wrong or missing token'):
+        Connection(server.url, '')
+    deadline = time.monotonic() + 10
+    while 'wrong or missing token' not in server.stderr() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert 'wrong or missing token' in server.stderr()
+
+
+def test_a_malformed_message_closes_that_stream_only(server, local):
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    from live.remote import protocol as P
+    token = server.token_file.read_text().strip()
+    runner, animator = _remote(server, local)
+    frames = _frames(3)
+    try:
+        animator.set_source(_avatar(AVATAR))
+        first = animator.animate(frames[0])
+        for bad, code in ((b'\x00\x00\x00\x05{"ty', P.CLOSE_BAD_DATA),
+                          (P.encode('frame', 2, arrays={'kp_value': np.zeros((1, 11, 2), np.float32),
+                                                        'kp_jacobian': np.zeros((1, 11, 2, 2), np.float32)}),
+                           P.CLOSE_BAD_DATA),
+                          (b'\x00\x00\x00\x02{}' + bytes(2 * 128 * 128 * 3), P.CLOSE_TOO_BIG)):
+            with connect(server.url, compression=None, max_size=None, proxy=None) as ws:
+                ws.send(P.encode('hello', 1, protocol=P.PROTOCOL, token=token, codec='raw', client='test'))
+                assert P.decode(ws.recv(timeout=10), P.SERVER_MESSAGES, None).type == 'welcome'
+                ws.send(bad)
+                error = P.decode(ws.recv(timeout=10), P.SERVER_MESSAGES, None)
+                assert error.type == 'error' and error.fields['code'] == 'protocol' and error.fields['message']
+                with pytest.raises(ConnectionClosed) as closed:
+                    ws.recv(timeout=10)
+                assert closed.value.rcvd.code == code
+            # the good stream goes on, on the same replica, with its avatar
+            assert runner.connected
+            out = animator.animate(frames[1])
+            assert out.shape == (*SIZE, 3) and np.abs(out.astype(int) - first).mean() < 40
+    finally:
+        runner.close()
+
+
+def test_server_killed_then_restarted_the_client_holds_and_recovers(server, local, caplog):
+    avatar, frames = _avatar(AVATAR), _frames(4)
+    expected = _animate_all(local[2], avatar, frames)
+    runner, animator = _remote(server, local)
+    try:
+        assert np.array_equal(_animate_all(animator, avatar, frames[:2])[-1], expected[1])
+        server.kill()
+        t0 = time.monotonic()
+        held = animator.animate(frames[2])               # no server: the last frame, at once
+        noticed = time.monotonic() - t0
+        assert noticed < 2.0 and np.array_equal(held, expected[1])
+        status = runner.link_status()
+        assert status.state == 'reconnecting' and 'reconnecting every' in status.message
+        assert any('Not falling back to the local model' in r.getMessage() for r in caplog.records)
+        server.start()
+        deadline = time.monotonic() + 60
+        while not runner.connected and time.monotonic() < deadline:
+            time.sleep(0.25)
+        assert runner.connected, runner.link_status().message
+        # the avatar was prepared again on the new server; the anchor stayed here: the same frames as local
+        assert np.array_equal(animator.animate(frames[3]), expected[3])
+        assert any('is back after' in r.getMessage() for r in caplog.records)
+    finally:
+        runner.close()
