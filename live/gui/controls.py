@@ -39,6 +39,12 @@ def _model_choices() -> tuple[tuple, list[str], tuple]:
     return BACKENDS, ['auto'] + available_devices(), (None,) + DTYPE_CHOICES
 
 
+def _config_label(path_or_name: str) -> str:
+    """A bundled config's name, or a file's name without its folder."""
+    from pathlib import Path
+    return Path(path_or_name).name
+
+
 @dataclass
 class SliderSpec:
     """An int QSlider standing for a float: value = ticks * scale."""
@@ -72,6 +78,8 @@ class ControlsPanel(QWidget):
     settings_changed = pyqtSignal(dict)         # EngineSettings field -> value
     calibrate_clicked = pyqtSignal()
     model_changed = pyqtSignal(dict)            # backend / device / dtype: the engine rebuilds its model
+    model_picked = pyqtSignal(object)           # an installed model's name, None for the bundled one
+    model_install_requested = pyqtSignal()
     camera_chosen = pyqtSignal(object)          # CameraInfo
     video_file_requested = pyqtSignal()
     refresh_cameras_requested = pyqtSignal()
@@ -82,12 +90,14 @@ class ControlsPanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._cameras: list[Any] = []
+        self._model_entries: list[Any] = []
         self._vcam_on = False
         layout = QVBoxLayout(self)
         layout.addWidget(self._calibration_group())
         layout.addWidget(self._camera_group())
         layout.addWidget(self._view_group())
         layout.addWidget(self._motion_group())
+        layout.addWidget(self._model_group())
         layout.addWidget(self._performance_group())
         layout.addWidget(self._vcam_group())
         layout.addStretch(1)
@@ -177,6 +187,24 @@ class ControlsPanel(QWidget):
         form.addRow(self.relative_check)
         form.addRow(self.adapt_scale_check)
         form.addRow('Smoothing', smooth_row)
+        return box
+
+    def _model_group(self) -> QGroupBox:
+        box = QGroupBox('Model')
+        v = QVBoxLayout(box)
+        row = QHBoxLayout()
+        self.model_combo = QComboBox()
+        self.model_combo.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.model_combo.activated.connect(lambda i: self.model_picked.emit(self.model_combo.itemData(i)))
+        self.install_model_button = QPushButton('Install…')
+        self.install_model_button.setToolTip('Add a checkpoint (.pth.tar), e.g. a published vox-adv-cpk.pth.tar')
+        self.install_model_button.clicked.connect(self.model_install_requested)
+        row.addWidget(self.model_combo, 1)
+        row.addWidget(self.install_model_button)
+        note = QLabel('Or drop a .pth.tar file on the window: it is installed once it loads.')
+        note.setWordWrap(True)
+        v.addLayout(row)
+        v.addWidget(note)
         return box
 
     def _performance_group(self) -> QGroupBox:
@@ -271,7 +299,8 @@ class ControlsPanel(QWidget):
             check.blockSignals(False)
 
     def set_model(self, model: Any) -> None:
-        """Show a ``ModelOptions``' backend, device and precision."""
+        """Show a ``ModelOptions``' model, backend, device and precision."""
+        self._select_model(model.checkpoint)
         for combo, value in ((self.backend_combo, model.backend), (self.device_combo, model.device),
                              (self.dtype_combo, model.dtype)):
             combo.blockSignals(True)
@@ -281,6 +310,26 @@ class ControlsPanel(QWidget):
                 i = combo.count() - 1
             combo.setCurrentIndex(i)
             combo.blockSignals(False)
+
+    def set_models(self, entries: Sequence[Any], current: str | None) -> None:
+        """``entries``: ModelEntry list (bundled first); ``current``: ModelOptions.checkpoint (a name, a file or
+        None for the bundled model)."""
+        self._model_entries = list(entries)
+        self._select_model(current)
+
+    def _select_model(self, current: str | None) -> None:
+        combo = self.model_combo
+        combo.blockSignals(True)
+        combo.clear()
+        for e in self._model_entries:
+            combo.addItem(f'{e.display_name}  ·  {_config_label(e.config)}', None if e.bundled else e.name)
+            combo.setItemData(combo.count() - 1, str(e.path), Qt.ItemDataRole.ToolTipRole)
+        i = combo.findData(current)
+        if i < 0 and current is not None:   # a file given with --checkpoint, not installed
+            combo.addItem(f'{_config_label(current)} (file, not installed)', current)
+            i = combo.count() - 1
+        combo.setCurrentIndex(max(i, 0))
+        combo.blockSignals(False)
 
     def model_choice(self) -> dict[str, Any]:
         return {'backend': self.backend_combo.currentData(), 'device': self.device_combo.currentData(),

@@ -7,15 +7,20 @@ handed over with ``call_soon`` (a queued Qt call in the window, a plain list in 
 a widget, so tests drive the whole behaviour directly.
 
 Events: ``engine`` (state text), ``engine_failed`` (message), ``avatar`` ((entry, AvatarInfo)),
-``avatar_failed`` ((entry, message)), ``vcam`` (VirtualCameraStatus), ``notice`` ((text, warning)).
+``avatar_failed`` ((entry, message)), ``vcam`` (VirtualCameraStatus), ``notice`` ((text, warning)),
+``models`` (the installed models changed: the list of ModelEntry).
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
+
+from fomm_model.model_store import ModelEntry, ModelStoreError, install, list_models
 
 from ..engine import Engine
 from ..options import CaptureOptions, ModelOptions, OutputOptions, Settings, replace_checked
@@ -91,8 +96,8 @@ class Session:
         if self.engine is None:
             self.start()
             return
-        self._emit('notice', (f'Loading {self.model.backend} on {self.model.device} '
-                              f'({self.model.dtype or "auto precision"})…', False))
+        self._emit('notice', (f'Loading {self.model.checkpoint or "the bundled model"} with {self.model.backend} on '
+                              f'{self.model.device} ({self.model.dtype or "auto precision"})…', False))
         self._when_done(self.engine.submit(self.engine.set_model, self.model), self._model_changed)
 
     def _model_changed(self, future: Future) -> None:
@@ -102,6 +107,42 @@ class Session:
             self.model = self.engine.model_options
             self._emit('notice', (f'Model not changed: {future.exception()}', True))
         self._emit('engine', self.engine.stats().backend)
+
+    # -- models --------------------------------------------------------------------------------------
+    def models(self) -> list[ModelEntry]:
+        """The bundled model, then the installed ones (what the picker offers; the folder is
+        fomm_model.model_store.models_dir(), where the engine looks names up too)."""
+        return list_models()
+
+    def use_model(self, name: str | None) -> None:
+        """Switch to an installed model by name (None: the bundled one); its recorded config comes with it."""
+        if (name, None) != (self.model.checkpoint, self.model.config):
+            self.change_model(checkpoint=name, config=None)
+
+    def install_model(self, path: str | Path) -> None:
+        """Install a dropped or chosen checkpoint, then switch to it. Checking that it loads takes a while for a
+        large file, so it runs off the GUI thread; a file that does not load is not installed and the
+        ``notice`` says why."""
+        path = Path(path)
+        self._emit('notice', (f'Checking the model {path.name}…', False))
+
+        def work() -> None:
+            try:
+                entry = install(path)
+            except ModelStoreError as exc:
+                message = str(exc)
+                self._call_soon(lambda: self._emit('notice', (f'Model not installed: {message}', True)))
+            except Exception as exc:  # noqa: BLE001 - a disk error or a bug must reach the user, not a log
+                message = f'{path} was not installed: {exc}'
+                self._call_soon(lambda: self._emit('notice', (f'Model not installed: {message}', True)))
+            else:
+                self._call_soon(lambda: self._installed(entry))
+        threading.Thread(target=work, name='install-model', daemon=True).start()
+
+    def _installed(self, entry: ModelEntry) -> None:
+        self._emit('models', self.models())
+        self._emit('notice', (f'Installed the model "{entry.name}" (config {Path(entry.config).name})', False))
+        self.use_model(entry.name)
 
     def close_engine(self) -> None:
         engine, self.engine = self.engine, None
