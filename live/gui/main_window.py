@@ -25,7 +25,6 @@ from .bridge import FrameBridge
 from .controls import ControlsPanel
 from .help_dialog import HelpDialog
 from .keys import KEYS, help_rows
-from .model_location import ModelLocation
 from .session import Session
 from .status_panel import StatusPanel, camera_problem
 from .video_view import VideoView
@@ -112,7 +111,6 @@ class MainWindow(QMainWindow):
         self.controls.set_settings(s.settings)
         self.refresh_models()
         self.controls.set_model(s.model)
-        self.model_location.set_model(s.model)
         self.controls.set_view(s.prefs.show_crop_box, s.prefs.show_keypoints)
         self.controls.set_vcam(s.output.vcam_size, s.output.vcam_fps)
         self.camera_view.show_crop_box, self.camera_view.show_keypoints = s.prefs.show_crop_box, s.prefs.show_keypoints
@@ -131,7 +129,6 @@ class MainWindow(QMainWindow):
         self.status_panel = StatusPanel()
         self.gallery = AvatarGallery()
         self.controls = ControlsPanel()
-        self.model_location = ModelLocation()
         views = QHBoxLayout()
         views.addWidget(self.camera_view, 1)
         views.addWidget(self.avatar_view, 1)
@@ -147,14 +144,9 @@ class MainWindow(QMainWindow):
         scroll.setWidgetResizable(True)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setMinimumWidth(self.controls.sizeHint().width() + 24)
-        right = QWidget()
-        rv = QVBoxLayout(right)
-        rv.setContentsMargins(0, 0, 0, 0)
-        rv.addWidget(self.model_location)
-        rv.addWidget(scroll, 1)
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(left)
-        splitter.addWidget(right)
+        splitter.addWidget(scroll)
         splitter.setStretchFactor(0, 1)
         splitter.setChildrenCollapsible(False)
         splitter.setSizes([900, 380])
@@ -165,7 +157,6 @@ class MainWindow(QMainWindow):
         c.settings_changed.connect(self.apply_settings)
         c.calibrate_clicked.connect(self.calibrate)
         c.model_changed.connect(lambda changes: s.change_model(**changes))
-        self.model_location.changed.connect(lambda changes: s.change_model(**changes))
         c.model_picked.connect(s.use_model)
         c.model_install_requested.connect(self.choose_model_file)
         c.camera_chosen.connect(lambda cam: self._set_source(cam.index, cam.name))
@@ -225,7 +216,6 @@ class MainWindow(QMainWindow):
             self.avatar_view.set_placeholder('Waiting for the first animated frame…')
             self.status_panel.runtime_label.setText(payload)
             self.controls.set_model(self.session.model)
-            self.model_location.set_model(self.session.model)
         elif name == 'engine_failed':
             self.banner.show_message(payload, 'Retry', self.start_engine)
             self.status_panel.show_engine_error(payload)
@@ -244,7 +234,6 @@ class MainWindow(QMainWindow):
             text, warning = payload
             self.status_panel.show_notice(text, warning)
             self.controls.set_model(self.session.model)
-            self.model_location.set_model(self.session.model)
 
     def _on_frame(self, result: Any) -> None:
         self.frames_received += 1
@@ -275,7 +264,6 @@ class MainWindow(QMainWindow):
                                      f'file as the camera.', 'Use a video file…', self.choose_video_file)
         elif self.session.error is None:
             self.banner.hide()
-        self._show_link(stats)
         for notice in stats.notices:
             if notice not in self._seen_notices:
                 self._seen_notices.add(notice)
@@ -283,15 +271,6 @@ class MainWindow(QMainWindow):
         status = engine.virtual_camera_status()
         self.controls.set_vcam_state(status.state, status.message)
         self.status_panel.show_vcam(status.state, status.message)
-
-    def _show_link(self, stats: Any) -> None:
-        """With --remote: the link (round trip, server model time, device); when the server is lost, say so and
-        offer the local model - the engine never switches by itself."""
-        state, text = getattr(stats, 'remote_state', ''), getattr(stats, 'remote', '')
-        self.model_location.show_link(text, state not in ('', 'connected'))
-        if state in ('reconnecting', 'refused'):
-            self.banner.show_message(f'{text}. The last frame is held.', 'Run the model on this computer',
-                                     lambda: self.session.change_model(remote=''))
 
     # == settings and calibration =========================================================================
     def apply_settings(self, changes: dict[str, Any]) -> None:
