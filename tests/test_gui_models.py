@@ -146,3 +146,22 @@ def test_dropping_a_checkpoint_on_the_window_installs_and_picks_it(qtbot, tmp_pa
         assert window.session.model.checkpoint is None
     finally:
         window.close()
+
+
+def test_a_checkpoint_on_the_command_line_brings_its_own_config(qtbot, tmp_path, monkeypatch, v2_checkpoint):
+    """Not the config remembered from a run with another model: the window finds it from the file."""
+    monkeypatch.setenv(MODELS_DIR_ENV, str(tmp_path / 'models'))
+    store = SettingsStore(tmp_path / 'settings.ini')
+    store.save_dataclass('model', ModelOptions(config='face-128'))
+    store.sync()
+    ns = parse_gui_args(['--input', str(CLIPS[0]), '--backend', 'torch', '--device', 'cpu',
+                         '--checkpoint', str(v2_checkpoint)])
+    window = create_window(ns, store=store, library=AvatarLibrary(tmp_path / 'avatars'), camera_lister=lambda: [])
+    qtbot.addWidget(window)
+    try:
+        window.show()
+        qtbot.waitUntil(lambda: _keypoints(window.last_result) == 15, timeout=TIMEOUT_MS)
+        assert window.session.model.config is None
+        assert window.controls.model_combo.currentText() == 'fifteen.pth.tar (file, not installed)'
+    finally:
+        window.close()

@@ -67,6 +67,9 @@ def create_window(args: argparse.Namespace, store: SettingsStore | None = None,
     library = library or AvatarLibrary(getattr(args, 'avatar_dir', None))
     prefs = store.load_prefs()
     groups = {name: from_args(cls, args, store.load_dataclass(name, cls())) for name, cls in GROUPS.items()}
+    if getattr(args, 'checkpoint', None) and not getattr(args, 'config', None):
+        # a checkpoint given alone brings its own config (found from it), never one remembered for another model
+        groups['model'] = dataclasses.replace(groups['model'], config=None)
     lister = camera_lister or _default_camera_lister
     if getattr(args, 'input', None) in (None, ''):
         try:
