@@ -92,7 +92,8 @@ def test_ties_without_discriminator_or_name_use_the_preference_and_say_why(meta_
 
 
 def test_original_layout_file_with_discriminator_optimisers_and_prefixes(tmp_path):
-    """A raw torch.save of the original training layout (DataParallel prefixes, Adam states, epoch)."""
+    """A raw torch.save of the original training layout (DataParallel prefixes, Adam states, epoch), in the
+    pre-zip serialisation the published checkpoints have (torch 1.0)."""
     torch.manual_seed(0)
     models = build_models('face-128-v2', with_discriminator=True)
     params = list(models.generator.parameters())
@@ -104,7 +105,7 @@ def test_original_layout_file_with_discriminator_optimisers_and_prefixes(tmp_pat
     path.parent.mkdir()
     torch.save({'generator': {f'module.{k}': v for k, v in models.generator.state_dict().items()},
                 'kp_detector': models.kp_detector.state_dict(), 'discriminator': models.discriminator.state_dict(),
-                'optimizer_generator': opt.state_dict(), 'epoch': 3}, path)
+                'optimizer_generator': opt.state_dict(), 'epoch': 3}, path, _use_new_zipfile_serialization=False)
     detection = detect_checkpoint_config(path)
     assert detection.config == 'face-128-v2' and detection.fits == ('face-128-v2',)
     assert resolve_model(None, path) == ('face-128-v2', path)
