@@ -26,6 +26,7 @@ import numpy as np
 from .avatar import AvatarInfo, load_avatar
 from .cameras import SourceSpec, resolve_source
 from .capture import Capture, reader_factory
+from .model_threads import ModelThreads
 from .options import CaptureOptions, ModelOptions, Settings, replace_checked
 from .pipeline import FrameResult, Pipeline
 from .virtual_camera import VirtualCamera, VirtualCameraStatus, VirtualCameraUnavailable
@@ -60,6 +61,7 @@ class EngineStats:
     stages: dict[str, StageStats] = field(default_factory=dict)   # capture, crop, model, output, total (latency)
     backend: str = ''
     backend_reason: str = ''
+    threads: str = ''                 # the model's CPU threads, fixed or adaptive, and why (live.model_threads)
     camera_state: str = 'stopped'     # opening | running | reconnecting | ended | stopped | failed
     camera_message: str = ''
     camera_resolution: tuple[int, int] | None = None
@@ -110,6 +112,7 @@ class Engine:
         self._pipeline: Pipeline | None = None
         self._backend = self._backend_reason = ''
         self._device_type = 'cpu'
+        self._threads = ModelThreads()
         self._detector_state = 'not started'
         self._avatar_detector: Any = None
         self._capture: Capture | None = None
@@ -319,6 +322,9 @@ class Engine:
             except EngineError as exc:
                 self._state, self._error = 'failed', str(exc)
                 raise
+            model = self.model_options
+            self._threads.start(self._pipeline.animator.runner, model.threads,
+                                adaptive=not getattr(model, 'remote', None))
             self._state = 'ready'
         return self._pipeline
 
@@ -479,6 +485,8 @@ class Engine:
             self._notice(f'processing error: {exc}')
             self._next_due = time.perf_counter() + 0.05
             return
+        if self._pipeline.avatar is not None and not s.passthrough:   # frames the model animated
+            self._threads.record(result.timings_ms.get('model', 0.0))
         t0 = time.perf_counter()
         self._send_outputs(result, s)
         t1 = time.perf_counter()
@@ -546,7 +554,7 @@ class Engine:
         return EngineStats(
             state=self._state, fps=fps, frames_in=frames_in_before + (live.frames_read if live else 0),
             frames_out=frames_out, dropped=dropped_before + (live.dropped if live else 0), stages=stages,
-            backend=self._backend, backend_reason=self._backend_reason,
+            backend=self._backend, backend_reason=self._backend_reason, threads=self._threads.text,
             camera_state=cap.state if cap else 'stopped', camera_message=cap.message if cap else '',
             camera_resolution=cap.size if cap else None, camera_fps=cap.nominal_fps if cap else None,
             camera_measured_fps=cap.measured_fps if cap else 0.0, face_detector=self._detector_state,

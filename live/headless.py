@@ -26,6 +26,7 @@ def build_parser(prog: str = 'main.py run') -> argparse.ArgumentParser:
 
 def format_summary(stats: EngineStats, wall_s: float) -> str:
     lines = [f'backend:    {stats.backend} [{stats.backend_reason}]',
+             f'threads:    {stats.threads or "n/a"}',
              f'camera:     {stats.camera_state} {stats.camera_resolution or ""} '
              f'(source fps {stats.camera_fps or "n/a"})',
              f'face:       {stats.face_detector}',

@@ -74,7 +74,9 @@ class StatusPanel(QWidget):
         self.latency_label.setText(_stage_text(stats) + (f'   dropped {dropped}' if dropped else ''))
         backend = getattr(stats, 'backend', '') or ''
         self.runtime_label.setText(backend or 'loading the model…')
-        self.runtime_label.setToolTip(str(getattr(stats, 'backend_reason', '') or ''))
+        threads = getattr(stats, 'threads', '') or ''
+        self.runtime_label.setToolTip(str(getattr(stats, 'backend_reason', '') or '')
+                                      + (f'\nthreads: {threads}' if threads else ''))
         state = getattr(stats, 'camera_state', None) or '?'
         message = getattr(stats, 'camera_message', '') or ''
         self.camera_label.setText(f'camera {state}' + (f' ({message})' if message and len(message) < 60 else ''))
