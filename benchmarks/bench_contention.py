@@ -3,12 +3,18 @@
     python -m benchmarks.bench_contention [--config face-128] [--backend openvino] [--frames 300]
                                           [--policies 2 1 adaptive] [--competitors none busy x264]
                                           [--omp-wait passive active]
+    python -m benchmarks.bench_contention --engine [--backend auto] [--seconds 20] [--threads N]
 
 Competitors: ``none``; ``busy``, a Python busy loop (one core saturated); ``x264``, a real-time 720p encode
 (ffmpeg from imageio-ffmpeg: a synthetic 1280x720 30 fps source, ``-re``, libx264 preset veryfast), as a
 streaming or video-call app next to the avatar would run. Policies (``fomm_model.inference.threads``): fixed
 2 threads, fixed 1 thread, and the adaptive :class:`ThreadPolicy` (threads from the free cores at start,
 then adapted to the frame times).
+
+``--engine`` measures the live engine instead (``live.engine.Engine`` as ``main.py run`` drives it: the bundled
+model, a 25 fps clip paced like a camera, adaptive threads unless ``--threads``): the output frame interval and
+the model stage, median and p99, against the same run without a competitor (issue 15's goal: median within
+1.5x, p99 within 3x).
 
 Each ``--omp-wait`` value runs in its own child process (OpenMP reads it when PyTorch loads). In a child, each
 competitor runs while every policy animates ``--frames`` frames of a real clip with the bundled model, the
@@ -119,6 +125,77 @@ def child(args) -> None:
             stop_competitor(proc)
 
 
+def engine_child(args) -> None:
+    """The live engine as a user runs it (a clip paced like a 25 fps camera, adaptive threads unless
+    ``--threads``) under each competitor: output frame interval and model stage, JSON lines out."""
+    import numpy as np
+
+    from live.engine import Engine
+    from live.options import CaptureOptions, ModelOptions, Settings
+    clip = SHARED / 'data' / 'faces' / 'test' / 'grid_lwbsza#grid_lipnet__lwbsza.mp4'   # 25 fps
+    for competitor in args.competitors:
+        proc = start_competitor(competitor)
+        engine = Engine(ModelOptions(backend=args.backend, device='cpu', threads=args.threads),
+                        CaptureOptions(input=str(clip), loop=True, realtime=True), Settings(paste_back=False))
+        stamps, model_ms = [], []
+        try:
+            engine.set_avatar(SHARED / 'data' / 'avatars' / 'mona_lisa.png')
+            engine.add_listener(lambda r: (stamps.append(time.perf_counter()), model_ms.append(r.timings_ms['model'])))
+            engine.start()
+            time.sleep(args.warmup_s)
+            engine.calibrate()
+            time.sleep(1.0)
+            start = len(stamps)
+            time.sleep(args.seconds)
+            n = len(stamps)
+            stats = engine.stats()
+        finally:
+            engine.close()
+            stop_competitor(proc)
+        gaps = np.diff(stamps[start:n]) * 1000
+        model = np.asarray(model_ms[start:n])
+        print(json.dumps({'competitor': competitor, 'frames': int(n - start), 'fps': float(1000 / gaps.mean()),
+                          'interval_median': float(np.median(gaps)), 'interval_p99': float(np.percentile(gaps, 99)),
+                          'model_median': float(np.median(model)), 'model_p99': float(np.percentile(model, 99)),
+                          'threads': stats.threads, 'backend': stats.backend, 'dropped': stats.dropped,
+                          'load': os.getloadavg()[0]}), flush=True)
+
+
+def engine_main(args) -> int:
+    """``--engine``: one child process (passive OpenMP waiting, as ``main.py`` sets it) for every competitor."""
+    from fomm_model.devices import describe_cpu
+    env = dict(os.environ, OMP_WAIT_POLICY='PASSIVE', KMP_BLOCKTIME='0')
+    cmd = [sys.executable, '-m', 'benchmarks.bench_contention', '--engine-child', '--backend', args.backend,
+           '--seconds', str(args.seconds), '--warmup-s', str(args.warmup_s), '--competitors', *args.competitors]
+    if args.threads:
+        cmd += ['--threads', str(args.threads)]
+    print(f'CPU: {describe_cpu()}; load average {os.getloadavg()[0]:.1f} at start; live engine, bundled face-128, '
+          f'25 fps clip as the camera, backend {args.backend}, threads {args.threads or "adaptive"}, '
+          f'{args.seconds:.0f} s per competitor')
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{')]
+    if proc.returncode != 0 or not rows:
+        print(proc.stderr[-3000:])
+        return proc.returncode or 1
+    idle = next((r for r in rows if r['competitor'] == 'none'), None)
+    print(f"{'competitor':<10} {'fps':>5} {'frame ms median':>15} {'p99':>7} {'/idle':>11} {'model ms median':>15} "
+          f"{'p99':>7} {'/idle':>11}  threads")
+    for r in rows:
+        ratio = lambda key, base: f"{r[key] / idle[base]:.2f}x" if idle else '-'
+        print(f"{r['competitor']:<10} {r['fps']:5.1f} {r['interval_median']:15.1f} {r['interval_p99']:7.1f} "
+              f"{ratio('interval_median', 'interval_median'):>5} {ratio('interval_p99', 'interval_median'):>5} "
+              f"{r['model_median']:15.1f} {r['model_p99']:7.1f} {ratio('model_median', 'model_median'):>5} "
+              f"{ratio('model_p99', 'model_median'):>5}  {r['threads']}", flush=True)
+    if idle:
+        worst = [r for r in rows if r['competitor'] != 'none']
+        met = all(r['interval_median'] <= 1.5 * idle['interval_median'] and
+                  r['interval_p99'] <= 3 * idle['interval_median'] for r in worst)
+        print(f"goal (frame time median within 1.5x of idle, p99 within 3x of the idle median): "
+              f"{'met' if met else 'NOT met'}")
+    print(f"  ({rows[0]['backend']}; load average {rows[-1]['load']:.1f} at the end)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--config', default='face-128')
@@ -131,10 +208,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--omp-wait', nargs='+', choices=['passive', 'active'], default=['passive', 'active'])
     parser.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--show-decisions', action='store_true', help='print the adaptive policy decisions')
+    parser.add_argument('--engine', action='store_true',
+                        help='measure the live engine (frame interval and model stage) instead of the bare step')
+    parser.add_argument('--seconds', type=float, default=20.0, help='--engine: measured seconds per competitor')
+    parser.add_argument('--warmup-s', type=float, default=4.0, help='--engine: seconds before measuring')
+    parser.add_argument('--threads', type=int, default=None, help='--engine: fixed thread count (default adaptive)')
+    parser.add_argument('--engine-child', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         child(args)
         return 0
+    if args.engine_child:
+        engine_child(args)
+        return 0
+    if args.engine:
+        return engine_main(args)
     from fomm_model.devices import describe_cpu
     print(f'CPU: {describe_cpu()}; load average {os.getloadavg()[0]:.1f} at start; config {args.config}, '
           f'backend {args.backend}, {args.frames} frames per cell')

@@ -12,12 +12,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from PyQt6.QtCore import QMimeData, QStandardPaths, Qt, QTimer, pyqtSignal
+from PyQt6.QtCore import QStandardPaths, Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence, QShortcut
 from PyQt6.QtWidgets import (QFileDialog, QFrame, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QPushButton,
                              QScrollArea, QSplitter, QVBoxLayout, QWidget)
-
-from fomm_model.model_store import is_checkpoint_name
 
 from .avatar_gallery import AvatarGallery, image_paths_from_mime
 from .avatar_library import AvatarEntry, AvatarLibraryError
@@ -25,6 +23,7 @@ from .bridge import FrameBridge
 from .controls import ControlsPanel
 from .help_dialog import HelpDialog
 from .keys import KEYS, help_rows
+from .model_location import ModelLocation
 from .session import Session
 from .status_panel import StatusPanel, camera_problem
 from .video_view import VideoView
@@ -33,15 +32,7 @@ log = logging.getLogger(__name__)
 
 VIDEO_FILTER = 'Videos (*.mp4 *.avi *.mov *.mkv *.webm *.m4v *.gif);;All files (*)'
 IMAGE_FILTER = 'Images (*.png *.jpg *.jpeg *.bmp *.webp *.tif *.tiff)'
-MODEL_FILTER = 'Checkpoints (*.pth.tar *.pth *.pt *.tar *.ckpt);;All files (*)'
 STATS_INTERVAL_MS = 500
-
-
-def model_paths_from_mime(mime: QMimeData) -> list[Path]:
-    """Local checkpoint files (.pth.tar, ...) among dropped URLs."""
-    if not mime.hasUrls():
-        return []
-    return [Path(u.toLocalFile()) for u in mime.urls() if u.isLocalFile() and is_checkpoint_name(u.toLocalFile())]
 
 
 def _default_camera_lister() -> list[Any]:
@@ -109,8 +100,8 @@ class MainWindow(QMainWindow):
             self.restoreState(state)
         s = self.session
         self.controls.set_settings(s.settings)
-        self.refresh_models()
         self.controls.set_model(s.model)
+        self.model_location.set_model(s.model)
         self.controls.set_view(s.prefs.show_crop_box, s.prefs.show_keypoints)
         self.controls.set_vcam(s.output.vcam_size, s.output.vcam_fps)
         self.camera_view.show_crop_box, self.camera_view.show_keypoints = s.prefs.show_crop_box, s.prefs.show_keypoints
@@ -129,6 +120,7 @@ class MainWindow(QMainWindow):
         self.status_panel = StatusPanel()
         self.gallery = AvatarGallery()
         self.controls = ControlsPanel()
+        self.model_location = ModelLocation()
         views = QHBoxLayout()
         views.addWidget(self.camera_view, 1)
         views.addWidget(self.avatar_view, 1)
@@ -144,9 +136,14 @@ class MainWindow(QMainWindow):
         scroll.setWidgetResizable(True)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setMinimumWidth(self.controls.sizeHint().width() + 24)
+        right = QWidget()
+        rv = QVBoxLayout(right)
+        rv.setContentsMargins(0, 0, 0, 0)
+        rv.addWidget(self.model_location)
+        rv.addWidget(scroll, 1)
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(left)
-        splitter.addWidget(scroll)
+        splitter.addWidget(right)
         splitter.setStretchFactor(0, 1)
         splitter.setChildrenCollapsible(False)
         splitter.setSizes([900, 380])
@@ -157,8 +154,7 @@ class MainWindow(QMainWindow):
         c.settings_changed.connect(self.apply_settings)
         c.calibrate_clicked.connect(self.calibrate)
         c.model_changed.connect(lambda changes: s.change_model(**changes))
-        c.model_picked.connect(s.use_model)
-        c.model_install_requested.connect(self.choose_model_file)
+        self.model_location.changed.connect(lambda changes: s.change_model(**changes))
         c.camera_chosen.connect(lambda cam: self._set_source(cam.index, cam.name))
         c.video_file_requested.connect(self.choose_video_file)
         c.refresh_cameras_requested.connect(self.refresh_cameras)
@@ -216,6 +212,7 @@ class MainWindow(QMainWindow):
             self.avatar_view.set_placeholder('Waiting for the first animated frame…')
             self.status_panel.runtime_label.setText(payload)
             self.controls.set_model(self.session.model)
+            self.model_location.set_model(self.session.model)
         elif name == 'engine_failed':
             self.banner.show_message(payload, 'Retry', self.start_engine)
             self.status_panel.show_engine_error(payload)
@@ -228,12 +225,11 @@ class MainWindow(QMainWindow):
         elif name == 'vcam':
             self.controls.set_vcam_state(payload.state, payload.message)
             self.status_panel.show_vcam(payload.state, payload.message)
-        elif name == 'models':
-            self.refresh_models()
         elif name == 'notice':
             text, warning = payload
             self.status_panel.show_notice(text, warning)
             self.controls.set_model(self.session.model)
+            self.model_location.set_model(self.session.model)
 
     def _on_frame(self, result: Any) -> None:
         self.frames_received += 1
@@ -264,6 +260,7 @@ class MainWindow(QMainWindow):
                                      f'file as the camera.', 'Use a video file…', self.choose_video_file)
         elif self.session.error is None:
             self.banner.hide()
+        self._show_link(stats)
         for notice in stats.notices:
             if notice not in self._seen_notices:
                 self._seen_notices.add(notice)
@@ -271,6 +268,15 @@ class MainWindow(QMainWindow):
         status = engine.virtual_camera_status()
         self.controls.set_vcam_state(status.state, status.message)
         self.status_panel.show_vcam(status.state, status.message)
+
+    def _show_link(self, stats: Any) -> None:
+        """With --remote: the link (round trip, server model time, device); when the server is lost, say so and
+        offer the local model - the engine never switches by itself."""
+        state, text = getattr(stats, 'remote_state', ''), getattr(stats, 'remote', '')
+        self.model_location.show_link(text, state not in ('', 'connected'))
+        if state in ('reconnecting', 'refused'):
+            self.banner.show_message(f'{text}. The last frame is held.', 'Run the model on this computer',
+                                     lambda: self.session.change_model(remote=''))
 
     # == settings and calibration =========================================================================
     def apply_settings(self, changes: dict[str, Any]) -> None:
@@ -364,16 +370,6 @@ class MainWindow(QMainWindow):
         if self.session.avatar is not None:
             self.use_avatar(self.session.avatar)
 
-    # == models ===========================================================================================
-    def refresh_models(self) -> None:
-        self.controls.set_models(self.session.models(), self.session.model.checkpoint)
-
-    def choose_model_file(self) -> None:
-        start = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DownloadLocation)
-        path, _ = QFileDialog.getOpenFileName(self, 'Install a model checkpoint', start, MODEL_FILTER)
-        if path:
-            self.session.install_model(path)
-
     # == camera ===========================================================================================
     def refresh_cameras(self) -> None:
         try:
@@ -423,18 +419,14 @@ class MainWindow(QMainWindow):
         return self.help_dialog
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt API
-        if image_paths_from_mime(event.mimeData()) or model_paths_from_mime(event.mimeData()):
+        if image_paths_from_mime(event.mimeData()):
             event.acceptProposedAction()
 
     def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt API
-        """Images become avatars; checkpoints are installed as models once they load (then used)."""
-        images, models = image_paths_from_mime(event.mimeData()), model_paths_from_mime(event.mimeData())
-        if images or models:
+        paths = image_paths_from_mime(event.mimeData())
+        if paths:
             event.acceptProposedAction()
-        for path in models:
-            self.session.install_model(path)
-        if images:
-            self.add_avatar_files(images)
+            self.add_avatar_files(paths)
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
         self._stats_timer.stop()
