@@ -12,10 +12,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from PyQt6.QtCore import QStandardPaths, Qt, QTimer, pyqtSignal
+from PyQt6.QtCore import QMimeData, QStandardPaths, Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence, QShortcut
 from PyQt6.QtWidgets import (QFileDialog, QFrame, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QPushButton,
                              QScrollArea, QSplitter, QVBoxLayout, QWidget)
+
+from fomm_model.model_store import is_checkpoint_name
 
 from .avatar_gallery import AvatarGallery, image_paths_from_mime
 from .avatar_library import AvatarEntry, AvatarLibraryError
@@ -32,7 +34,15 @@ log = logging.getLogger(__name__)
 
 VIDEO_FILTER = 'Videos (*.mp4 *.avi *.mov *.mkv *.webm *.m4v *.gif);;All files (*)'
 IMAGE_FILTER = 'Images (*.png *.jpg *.jpeg *.bmp *.webp *.tif *.tiff)'
+MODEL_FILTER = 'Checkpoints (*.pth.tar *.pth *.pt *.tar *.ckpt);;All files (*)'
 STATS_INTERVAL_MS = 500
+
+
+def model_paths_from_mime(mime: QMimeData) -> list[Path]:
+    """Local checkpoint files (.pth.tar, ...) among dropped URLs."""
+    if not mime.hasUrls():
+        return []
+    return [Path(u.toLocalFile()) for u in mime.urls() if u.isLocalFile() and is_checkpoint_name(u.toLocalFile())]
 
 
 def _default_camera_lister() -> list[Any]:
@@ -100,6 +110,7 @@ class MainWindow(QMainWindow):
             self.restoreState(state)
         s = self.session
         self.controls.set_settings(s.settings)
+        self.refresh_models()
         self.controls.set_model(s.model)
         self.model_location.set_model(s.model)
         self.controls.set_view(s.prefs.show_crop_box, s.prefs.show_keypoints)
@@ -155,6 +166,8 @@ class MainWindow(QMainWindow):
         c.calibrate_clicked.connect(self.calibrate)
         c.model_changed.connect(lambda changes: s.change_model(**changes))
         self.model_location.changed.connect(lambda changes: s.change_model(**changes))
+        c.model_picked.connect(s.use_model)
+        c.model_install_requested.connect(self.choose_model_file)
         c.camera_chosen.connect(lambda cam: self._set_source(cam.index, cam.name))
         c.video_file_requested.connect(self.choose_video_file)
         c.refresh_cameras_requested.connect(self.refresh_cameras)
@@ -225,6 +238,8 @@ class MainWindow(QMainWindow):
         elif name == 'vcam':
             self.controls.set_vcam_state(payload.state, payload.message)
             self.status_panel.show_vcam(payload.state, payload.message)
+        elif name == 'models':
+            self.refresh_models()
         elif name == 'notice':
             text, warning = payload
             self.status_panel.show_notice(text, warning)
@@ -370,6 +385,16 @@ class MainWindow(QMainWindow):
         if self.session.avatar is not None:
             self.use_avatar(self.session.avatar)
 
+    # == models ===========================================================================================
+    def refresh_models(self) -> None:
+        self.controls.set_models(self.session.models(), self.session.model.checkpoint)
+
+    def choose_model_file(self) -> None:
+        start = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DownloadLocation)
+        path, _ = QFileDialog.getOpenFileName(self, 'Install a model checkpoint', start, MODEL_FILTER)
+        if path:
+            self.session.install_model(path)
+
     # == camera ===========================================================================================
     def refresh_cameras(self) -> None:
         try:
@@ -419,14 +444,18 @@ class MainWindow(QMainWindow):
         return self.help_dialog
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt API
-        if image_paths_from_mime(event.mimeData()):
+        if image_paths_from_mime(event.mimeData()) or model_paths_from_mime(event.mimeData()):
             event.acceptProposedAction()
 
     def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt API
-        paths = image_paths_from_mime(event.mimeData())
-        if paths:
+        """Images become avatars; checkpoints are installed as models once they load (then used)."""
+        images, models = image_paths_from_mime(event.mimeData()), model_paths_from_mime(event.mimeData())
+        if images or models:
             event.acceptProposedAction()
-            self.add_avatar_files(paths)
+        for path in models:
+            self.session.install_model(path)
+        if images:
+            self.add_avatar_files(images)
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
         self._stats_timer.stop()
