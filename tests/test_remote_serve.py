@@ -3,89 +3,20 @@ model on the CPU) and real clients: remote equals local, concurrent streams keep
 malformed messages, a server killed and restarted. One server for the module (Ray starts in ~30 s here)."""
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import AVATAR, EINSTEIN, REPO, SHARED, clip_frames
+from helpers import AVATAR, EINSTEIN, SHARED, clip_frames
 
 pytest.importorskip('ray.serve', reason='the model server needs the remote extra: pip install -e ".[remote]"')
 pytest.importorskip('websockets')
 
 pytestmark = pytest.mark.slow
 
-START_TIMEOUT_S = 240
 SIZE = (128, 128)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-class ServeProcess:
-    """``main.py serve`` in its own session, so that killing it kills Ray's processes too."""
-
-    def __init__(self, port: int, token_file: Path, log_dir: Path):
-        self.port, self.token_file, self.log_dir = port, token_file, log_dir
-        self.url = f'ws://127.0.0.1:{port}'
-        self.proc: subprocess.Popen | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        self.starts += 1
-        env = {**os.environ, 'OMP_NUM_THREADS': '1', 'RAY_USAGE_STATS_ENABLED': '0'}
-        self.stderr_path = self.log_dir / f'serve-{self.starts}.err'
-        self.proc = subprocess.Popen(
-            [sys.executable, 'main.py', 'serve', '--port', str(self.port), '--token-file', str(self.token_file),
-             '--max-batch', '8', '--batch-wait-ms', '5'], cwd=REPO, env=env, stdout=subprocess.PIPE,
-            stderr=self.stderr_path.open('w'), text=True, start_new_session=True)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        lines: list[str] = []
-        reader = threading.Thread(target=lambda: lines.extend(self.proc.stdout), daemon=True)
-        reader.start()
-        while not any(line.startswith('serving on ') for line in lines):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                pytest.fail(f'the server did not start: {self.stderr()[-3000:]}')
-            time.sleep(0.2)
-        assert f'serving on {self.url}\n' in lines
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors='replace')
-
-    def kill(self) -> None:
-        """SIGKILL to every process of the server's session (driver, Ray's daemons, replicas, proxy)."""
-        import psutil
-        if self.proc is None:
-            return
-        sid = self.proc.pid
-        for p in psutil.process_iter():
-            try:
-                if os.getsid(p.pid) == sid:
-                    p.kill()
-            except (ProcessLookupError, psutil.Error, PermissionError):
-                pass
-        self.proc.wait(30)
-        self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            pass
-        self.kill()
 
 
 @pytest.fixture(scope='module')
@@ -97,8 +28,12 @@ def token_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope='module')
 def server(tmp_path_factory, token_file):
-    srv = ServeProcess(_free_port(), token_file, tmp_path_factory.mktemp('serve'))
-    srv.start()
+    from live.remote.process import ServeProcess
+    srv = ServeProcess(token_file, tmp_path_factory.mktemp('serve'), extra=('--max-batch', '8', '--batch-wait-ms', '5'))
+    try:
+        srv.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     yield srv
     srv.stop()
 
@@ -145,17 +80,20 @@ def _animate_all(animator, avatar, frames) -> list[np.ndarray]:
 def test_remote_output_equals_local_output(server, local):
     avatar, frames = _avatar(AVATAR), _frames(8)
     expected = _animate_all(local[2], avatar, frames)
-    results = {}
+    results, statuses = {}, {}
     for send, codec in (('keypoints', 'raw'), ('crop', 'raw'), ('keypoints', 'jpeg')):
         runner, animator = _remote(server, local, send, codec)
         try:
             results[send, codec] = _animate_all(animator, avatar, frames)
-            status = runner.link_status()
+            statuses[send, codec] = status = runner.link_status()
         finally:
             runner.close()
         assert status.state == 'connected' and status.frames == len(frames)
         assert status.model_ms > 0 and status.round_trip_ms >= status.server_ms > 0
         assert 'cpu' in status.device
+    assert statuses['keypoints', 'raw'].bytes_up < 1024                 # 10 keypoints and jacobians up
+    assert statuses['crop', 'raw'].bytes_up > 128 * 128 * 3              # the crop up
+    assert statuses['keypoints', 'jpeg'].bytes_down < 128 * 128 * 3 / 4  # a JPEG frame down
     for mode in (('keypoints', 'raw'), ('crop', 'raw')):     # lossless: the very same frames
         for a, b in zip(expected, results[mode]):
             assert np.array_equal(a, b), mode
@@ -246,6 +184,42 @@ def test_a_malformed_message_closes_that_stream_only(server, local):
             assert out.shape == (*SIZE, 3) and np.abs(out.astype(int) - first).mean() < 40
     finally:
         runner.close()
+
+
+def test_window_on_the_server_shows_the_link_and_switches_to_this_computer(server, qtbot, tmp_path):
+    pytest.importorskip('pytestqt')
+    import live.cv2_compat  # noqa: F401 - cv2 before Qt widgets, as run_gui does
+    from live.gui.avatar_library import AvatarLibrary
+    from live.gui.launch import create_window, parse_gui_args
+    from live.gui.settings_store import SettingsStore
+    args = parse_gui_args(['--input', str(clip_path()), '--avatar', str(AVATAR), '--remote', server.url,
+                           '--token-file', str(server.token_file), '--remote-codec', 'raw', '--backend', 'torch',
+                           '--device', 'cpu'])
+    window = create_window(args, store=SettingsStore(tmp_path / 'settings.ini'),
+                           library=AvatarLibrary(tmp_path / 'avatars'), camera_lister=lambda: [])
+    qtbot.addWidget(window)
+    try:
+        window.show()
+        where = window.model_location
+        assert where.where_combo.currentData() == 'server' and where.url_edit.text() == server.url
+        qtbot.waitUntil(lambda: window.frames_received >= 3, timeout=90_000)
+        qtbot.waitUntil(lambda: 'round trip' in where.message_label.text(), timeout=10_000)
+        assert 'cpu' in where.message_label.text() and 'model' in where.message_label.text()
+        assert 'remote ws://' in window.status_panel.runtime_label.text()
+        where.where_combo.setCurrentIndex(0)                  # "this computer"
+        where.where_combo.activated.emit(0)
+        qtbot.waitUntil(lambda: window.session.engine.model_options.remote == '', timeout=60_000)
+        qtbot.waitUntil(lambda: window.session.engine.stats().remote == '', timeout=30_000)
+        start = window.frames_received
+        qtbot.waitUntil(lambda: window.frames_received >= start + 3, timeout=60_000)
+        assert 'remote' not in window.status_panel.runtime_label.text()
+    finally:
+        window.close()
+
+
+def clip_path() -> Path:
+    from helpers import FACE_CLIP
+    return FACE_CLIP
 
 
 def test_server_killed_then_restarted_the_client_holds_and_recovers(server, local, caplog):

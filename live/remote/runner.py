@@ -102,7 +102,7 @@ class RemoteRunner(Runner):
         self._reconnector: threading.Thread | None = None
         self._times: deque = deque(maxlen=60)
         self._frames = 0
-        self._pending_kp_ms = (0.0, 0.0)   # crop mode: the keypoint request's round trip and server time
+        self._pending_kp = (0.0, 0.0, 0, 0)   # crop mode: the keypoint request's ms, server ms, bytes up, down
         self._held: torch.Tensor | None = None
         self._held_kp: tuple[torch.Tensor, torch.Tensor] | None = None
         self._source: RemoteSource | None = None
@@ -187,14 +187,15 @@ class RemoteRunner(Runner):
             return kp.keypoints(image.to(kp.device, kp.dtype))
         conn = self._live()
         if conn is not None:
-            t0 = time.perf_counter()
+            t0, sent, received = time.perf_counter(), conn.bytes_sent, conn.bytes_received
             try:
                 reply = conn.request('keypoints', timeout=self.reply_timeout, arrays={'image': tensor_to_image(image)},
                                      codecs={'image': self.codec})
             except RemoteError as exc:
                 self._lost(conn, exc)
             else:
-                self._pending_kp_ms = ((time.perf_counter() - t0) * 1000, reply.fields['server_ms'])
+                self._pending_kp = ((time.perf_counter() - t0) * 1000, reply.fields['server_ms'],
+                                    conn.bytes_sent - sent, conn.bytes_received - received)
                 self._held_kp = tuple(torch.from_numpy(reply.arrays[k]) for k in ('kp_value', 'kp_jacobian'))
                 return self._held_kp
         if self._held_kp is not None:
@@ -245,10 +246,10 @@ class RemoteRunner(Runner):
             'kp_jacobian': kp_jacobian.detach().float().cpu().numpy().reshape(1, -1, 2, 2)})
         rtt = (time.perf_counter() - t0) * 1000
         f = reply.fields
-        kp_ms = self._pending_kp_ms
-        self._pending_kp_ms = (0.0, 0.0)
-        self._times.append((rtt + kp_ms[0], f['server_ms'] + kp_ms[1], f['model_ms'], f['batch'],
-                            conn.bytes_sent - sent, conn.bytes_received - received))
+        kp_ms, kp_server_ms, kp_up, kp_down = self._pending_kp
+        self._pending_kp = (0.0, 0.0, 0, 0)
+        self._times.append((rtt + kp_ms, f['server_ms'] + kp_server_ms, f['model_ms'], f['batch'],
+                            conn.bytes_sent - sent + kp_up, conn.bytes_received - received + kp_down))
         self._frames += 1
         self._held = image_to_tensor(reply.arrays['image'], self.size)
         return self._held
