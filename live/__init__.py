@@ -3,7 +3,8 @@
 Modules, one job each: ``options`` (every option, declared once), ``engine`` (the frame loop and its command
 queue), ``pipeline`` (per-frame logic: crop, keypoints, calibration, relative motion, face loss, paste-back),
 ``capture`` / ``cameras`` (sources), ``cropper`` / ``detection_worker`` (face box), ``avatar`` (avatar images),
-``virtual_camera`` / ``sinks`` (outputs), ``headless`` / ``app`` (command line), ``gui`` (the window). The model
+``virtual_camera`` / ``sinks`` (outputs), ``headless`` / ``app`` (command line), ``gui`` (the window), ``remote``
+(the model server, ``main.py serve``, and its client, ``--remote``). The model
 itself is ``fomm_model.Animator`` with a runner from ``fomm_model.inference``.
 
 Threads and who owns what
@@ -18,6 +19,10 @@ Threads and who owns what
 * **Face-detection thread** (``fomm-face-detect``): mediapipe, on the frame the engine handed over after its
   model step; the next frame picks the result up.
 * **Video-file thread** (``fomm-video-file``): encodes the file output through ffmpeg.
+* **Remote link** (``--remote``): the engine thread sends each request to the model server itself and waits for
+  its answer (one frame in flight); the ``websockets`` library reads the socket and answers keep-alive pings on
+  a thread of its own per connection; after a lost link, ``fomm-remote`` reconnects (handshake, the avatar
+  again) and hands the new connection over by one reference swap, never touching one the engine thread uses.
 * **GUI thread** (Qt): widgets only. Frames arrive through ``gui.bridge.FrameBridge`` (newest only), command
   results through ``gui.session.Session``'s queued hand-over; it never waits for the engine.
 """
