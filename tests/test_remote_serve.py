@@ -217,6 +217,28 @@ def test_window_on_the_server_shows_the_link_and_switches_to_this_computer(serve
         window.close()
 
 
+def test_headless_run_on_the_server_and_a_refused_token(server, tmp_path):
+    import subprocess
+    import sys
+
+    from helpers import FACE_CLIP, REPO
+    env = {'OMP_NUM_THREADS': '1', 'PATH': '/usr/bin:/bin', 'HOME': str(tmp_path)}
+    base = [sys.executable, 'main.py', 'run', '--input', str(FACE_CLIP), '--avatar', str(AVATAR), '--remote',
+            server.url, '--max-frames', '8', '--backend', 'torch']
+    ok = subprocess.run([*base, '--token-file', str(server.token_file), '--output', str(tmp_path / 'out.mp4')],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert f'remote:     model server {server.url}/ on cpu' in ok.stdout and 'round trip' in ok.stdout
+    assert 'output:     ' in ok.stdout and '(8 frames)' in ok.stdout
+    bad = tmp_path / 'bad-token'
+    bad.write_text('y' * 32)
+    refused = subprocess.run([*base, '--token-file', str(bad)], cwd=REPO, env=env, capture_output=True, text=True,
+                             timeout=180)
+    assert refused.returncode == 2
+    assert 'refused: wrong or missing token' in refused.stderr and f'--token-file {bad}' in refused.stderr
+    assert 'Traceback' not in refused.stderr
+
+
 def clip_path() -> Path:
     from helpers import FACE_CLIP
     return FACE_CLIP
