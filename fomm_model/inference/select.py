@@ -77,8 +77,10 @@ def candidates(device: torch.device) -> tuple[list[Candidate], list[str]]:
 
     On the CPU: eager float32 (both layouts), ONNX Runtime and OpenVINO when installed; bfloat16 (eager and
     OpenVINO) only on CPUs with AVX512-BF16 or AMX, where it is fast: elsewhere it runs 5-10x slower than
-    float32. int8 is not offered: calibrated int8 (OpenVINO/NNCF, decoder convolutions only) was 1.4x faster
-    on AVX2 but differed from float32 by up to 4% of the value range (float32 runtimes: under 1e-5)."""
+    float32. int8 is not offered: static int8 (OpenVINO/NNCF, calibrated on 28 frames of the training clips,
+    only the decoder's convolutions quantised, keypoint maths and grid sampling left in float32) ran the
+    bundled model's generator 1.3-1.8x faster on AVX2 but moved single pixels by up to 3.1-3.7% of the value
+    range (mean 0.2-0.35%, held-out clips), above the 2% the issue allows; float32 runtimes: under 1e-5."""
     if device.type == 'cuda':
         return [('tensorrt', torch.float16, False), ('torch', torch.float16, True),
                 ('torch', torch.float32, False)], []
