@@ -3,6 +3,7 @@ model on the CPU) and real clients: remote equals local, concurrent streams keep
 malformed messages, a server killed and restarted. One server for the module (Ray starts in ~30 s here)."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -242,6 +243,29 @@ def test_headless_run_on_the_server_and_a_refused_token(server, tmp_path):
 def clip_path() -> Path:
     from helpers import FACE_CLIP
     return FACE_CLIP
+
+
+def test_a_killed_replica_is_restarted_by_serve_and_its_stream_reconnects(server, local):
+    import psutil
+    avatar, frames = _avatar(EINSTEIN), _frames(4)
+    expected = _animate_all(local[2], avatar, frames)
+    runner, animator = _remote(server, local)
+    try:
+        _animate_all(animator, avatar, frames[:2])
+        old = runner.info.replica
+        replicas = [p for p in psutil.process_iter(['cmdline'])
+                    if os.getsid(p.pid) == server.proc.pid and 'ServeReplica' in ' '.join(p.info['cmdline'] or [])]
+        assert len(replicas) == 1
+        replicas[0].kill()
+        assert np.array_equal(animator.animate(frames[2]), expected[1])     # held
+        deadline = time.monotonic() + 90
+        while not runner.connected and time.monotonic() < deadline:
+            time.sleep(0.25)
+        assert runner.connected, runner.link_status().message
+        assert runner.info.replica != old                                  # a new replica, started by Serve
+        assert np.array_equal(animator.animate(frames[3]), expected[3])
+    finally:
+        runner.close()
 
 
 def test_server_killed_then_restarted_the_client_holds_and_recovers(server, local, caplog):
