@@ -150,6 +150,15 @@ def test_auto_never_offers_bfloat16_on_a_cpu_without_fast_bfloat16(monkeypatch):
     assert all(dtype == torch.float32 for _, dtype, _ in select.candidates(cpu)[0])
 
 
+def test_asking_for_bfloat16_on_a_cpu_without_fast_bfloat16_says_it_is_slow(tiny, monkeypatch):
+    monkeypatch.setattr(select, 'cpu_has_fast_bfloat16', lambda: False)
+    selection = create_runner(tiny[0], (128, 128), 'torch', 'cpu', dtype='bfloat16')
+    assert selection.runner.dtype == torch.bfloat16   # what was asked for, with the warning in the reason
+    assert 'no AVX512-BF16/AMX' in selection.reason and '--dtype float32' in selection.reason
+    monkeypatch.setattr(select, 'cpu_has_fast_bfloat16', lambda: True)
+    assert 'AVX512-BF16' not in create_runner(tiny[0], (128, 128), 'torch', 'cpu', dtype='bfloat16').reason
+
+
 @pytest.mark.parametrize('backend,module,hint', [('openvino', 'openvino', 'pip install openvino'),
                                                  ('onnx', 'onnxruntime', 'pip install onnxruntime')])
 def test_missing_runtime_is_a_clear_error_and_auto_says_it_was_not_tried(tiny, monkeypatch, backend, module,

@@ -127,6 +127,11 @@ def create_runner(models: Models, size: tuple[int, int], backend: str = 'auto',
             runner = build_runner(backend, models, size, dev, dt, bool(channels_last), model_key)
             report = verify_runner(runner, reference, size) if reference is not None else {}
             reason = f'requested --backend {backend}; {device_reason}'
+            if dt == torch.bfloat16 and dev.type == 'cpu' and not cpu_has_fast_bfloat16():
+                slow = (f'{describe_cpu()} has no AVX512-BF16/AMX: bfloat16 runs 5-10x slower than float32 here; '
+                        f'leave --dtype out (auto) or use --dtype float32')
+                log.warning('%s', slow)
+                reason += f'; {slow}'
             log.info('backend: %s (%s)', runner.describe(), reason)
             return Selection(runner, reason, report)
         return _auto(models, size, dev, device_reason, dtype, channels_last, model_key, reference)
