@@ -33,10 +33,23 @@ def _block(cin: int, cout: int, seed: int) -> UpBlock2d:
 def test_subpixel_up_block_equals_upsample_then_conv(cin, cout, h, w):
     block = _block(cin, cout, seed=cin + h)
     x = torch.randn(2, cin, h, w)
+    rewritten = SubpixelUpBlock2d(block)
     with torch.no_grad():
-        expected, got = block(x), SubpixelUpBlock2d(block)(x)
-    assert got.shape == expected.shape == (2, cout, 2 * h, 2 * w)
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)   # borders included (zero padding)
+        expected = block(x)
+        forms = {'eager': rewritten(x), 'one': rewritten.one_convolution(x), 'four': rewritten.four_convolutions(x)}
+    for form, got in forms.items():   # both exact forms, borders included (zero padding)
+        assert got.shape == expected.shape == (2, cout, 2 * h, 2 * w), form
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5, msg=form)
+    assert torch.equal(forms['eager'], forms['one'])
+
+
+def test_onnx_export_takes_the_four_convolution_form(tmp_path):
+    import onnx
+    x = torch.randn(1, 6, 5, 7)
+    torch.onnx.export(SubpixelUpBlock2d(_block(6, 4, seed=3)), (x,), str(tmp_path / 'up.onnx'), opset_version=17,
+                      dynamo=False)
+    exported = [n.op_type for n in onnx.load(str(tmp_path / 'up.onnx')).graph.node]
+    assert exported.count('Conv') == 4 and 'DepthToSpace' in exported and 'Resize' not in exported
 
 
 def test_only_blocks_it_reproduces_are_rewritten():

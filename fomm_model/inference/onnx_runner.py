@@ -22,7 +22,7 @@ from .runner import EagerPreparer, Runner, RunnerError
 log = logging.getLogger(__name__)
 
 OPSET = 17  # grid_sample needs >= 16
-GRAPH_VERSION = 'subpixel1'  # changes when the exported graphs change for the same weights (see .rewrite)
+GRAPH_VERSION = 'subpixel2'  # changes when the exported graphs change for the same weights (see .rewrite)
 ORT_HINT = 'pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA), plus onnx and onnxscript for the export'
 
 
