@@ -23,6 +23,10 @@ path, max difference 0.02 of the [0, 1] range, face-128 at most 15 ms). PyTorch
 variants run ``--threads`` OpenMP threads; ONNX Runtime / OpenVINO run ``--threads`` threads of their own and
 PyTorch 1 (it only converts images then), as ``fomm_model.inference.threads.apply_threads`` does.
 
+On a CPU with AVX512, ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`` measures PyTorch and OpenVINO as
+on an AVX2 CPU (oneDNN and ATen dispatch capped; bfloat16 then counts as slow); ONNX Runtime's own kernels are
+not capped, so its rows stay AVX512 ones. The CPU line says when a cap is set.
+
 ``--omp-wait passive`` (default) sets ``OMP_WAIT_POLICY=PASSIVE`` before PyTorch loads: with another process
 on one of two cores, spin-waiting OpenMP threads made 2-thread PyTorch steps 10-25x slower, which would
 flatter every other variant. ``active`` leaves OpenMP's default.

@@ -6,6 +6,7 @@ with its reason; asking for a device that is not there is an error with the fix,
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 
@@ -106,9 +107,25 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+ISA_CAP_ENV = 'ONEDNN_MAX_CPU_ISA'
+
+
+def isa_cap() -> str | None:
+    """The instruction-set cap oneDNN was given (``ONEDNN_MAX_CPU_ISA=AVX2`` and the like), or None.
+
+    oneDNN (PyTorch's and OpenVINO's convolutions) honours it, so an AVX512 machine can be measured as an
+    AVX2 one; ONNX Runtime's own kernels do not. Read from the environment, as oneDNN reads it at load."""
+    value = os.environ.get(ISA_CAP_ENV, '').strip().upper()
+    return None if value in ('', 'ALL') else value
+
+
 def cpu_has_fast_bfloat16() -> bool:
     """bfloat16 convolutions are fast only with AVX512-BF16 or AMX; elsewhere they are 5-10x slower than
-    float32 (measured on an AVX2-only EPYC), so bfloat16 must not be picked there."""
+    float32 (measured on an AVX2-only EPYC), so bfloat16 must not be picked there (nor under an
+    :func:`isa_cap` below them)."""
+    cap = isa_cap()
+    if cap is not None and not any(level in cap for level in ('BF16', 'AMX', 'AVX10')):
+        return False
     flags = cpu_features()
     return bool(flags & {'avx512_bf16', 'amx_bf16'}) or torch.cpu._is_avx512_bf16_supported()
 
@@ -119,4 +136,6 @@ def describe_cpu() -> str:
     simd = 'AVX512-BF16' if cpu_has_fast_bfloat16() else 'AVX512' if 'avx512f' in flags else \
         'AVX2' if 'avx2' in flags else 'no AVX2'
     extra = '' if 'avx512f' in flags else '; no AVX512'
+    if isa_cap() is not None:
+        extra += f'; oneDNN capped at {isa_cap()} by {ISA_CAP_ENV}'
     return f'{cpu_model()} ({simd}{extra}, {torch.get_num_threads()} torch threads)'

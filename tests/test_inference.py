@@ -262,3 +262,19 @@ def test_passive_waiting_reaches_openmp(monkeypatch):
     for key in ('OMP_WAIT_POLICY', 'KMP_BLOCKTIME'):
         monkeypatch.setenv(key, os.environ.get(key, 'unset'))   # restored after the test
     assert passive_wait_env() is False   # too late here: torch is imported (and the caller is told)
+
+
+def test_a_onednn_isa_cap_below_bf16_means_no_fast_bfloat16(monkeypatch):
+    """ONEDNN_MAX_CPU_ISA=AVX2 on an AVX512-BF16 machine runs oneDNN as on an AVX2 CPU: bfloat16 is slow."""
+    from fomm_model import devices
+    monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', 'avx2')
+    assert devices.isa_cap() == 'AVX2'
+    assert not devices.cpu_has_fast_bfloat16()
+    assert 'oneDNN capped at AVX2 by ONEDNN_MAX_CPU_ISA' in devices.describe_cpu()
+    monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', 'ALL')
+    assert devices.isa_cap() is None
+    assert 'capped' not in devices.describe_cpu()
+    monkeypatch.delenv('ONEDNN_MAX_CPU_ISA')
+    uncapped = devices.cpu_has_fast_bfloat16()
+    monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', 'AVX512_CORE_BF16')   # a cap at bfloat16 leaves the CPU's answer
+    assert devices.cpu_has_fast_bfloat16() == uncapped
