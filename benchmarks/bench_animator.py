@@ -18,8 +18,8 @@ Variants, all from a uint8 driving frame to the float prediction, batch 1:
 
 Variants take turns frame by frame in one process, in alternating order, so load changes on a shared host hit
 all alike; medians are reported with the largest prediction difference to the float32 original, and the
-fastest Animator variant (the fast path) is checked against issue 15's goals (2x the original, 1.6x avatarify's
-path, max difference 0.02 of the [0, 1] range, face-128 at most 15 ms). PyTorch
+fastest Animator variant within the error goal (the fast path) is checked against issue 15's goals (2x the
+original, 1.6x avatarify's path, max difference 0.02 of the [0, 1] range, face-128 at most 15 ms). PyTorch
 variants run ``--threads`` OpenMP threads; ONNX Runtime / OpenVINO run ``--threads`` threads of their own and
 PyTorch 1 (it only converts images then), as ``fomm_model.inference.threads.apply_threads`` does.
 
@@ -196,17 +196,26 @@ GOALS = {'vs_original': 2.0, 'vs_avatarify': 1.6, 'max_abs_diff': 0.02, 'face-12
 
 
 def goal_line(name: str, rows: list[dict]) -> str:
-    """The fastest Animator variant (the fast path) against the issue's goals."""
-    fast = min((r for r in rows if r['variant'].startswith('Animator')), key=lambda r: r['ms'])
+    """The fast path (the fastest Animator variant within the error goal) against the issue's goals; a faster
+    variant that misses the error goal is named beside it."""
+    animators = [r for r in rows if r['variant'].startswith('Animator')]
+    within = [r for r in animators if r['max_abs_diff'] <= GOALS['max_abs_diff']]
+    fast = min(within or animators, key=lambda r: r['ms'])
+    verdict = lambda ok: 'met' if ok else 'NOT met'
     checks = [f"{fast['vs_original']:.2f}x the original (goal {GOALS['vs_original']}x: "
-              f"{'met' if fast['vs_original'] >= GOALS['vs_original'] else 'NOT met'})",
+              f"{verdict(fast['vs_original'] >= GOALS['vs_original'])})",
               f"{fast['vs_avatarify']:.2f}x avatarify's path (goal {GOALS['vs_avatarify']}x: "
-              f"{'met' if fast['vs_avatarify'] >= GOALS['vs_avatarify'] else 'NOT met'})",
+              f"{verdict(fast['vs_avatarify'] >= GOALS['vs_avatarify'])})",
               f"max diff {fast['max_abs_diff']:.1e} (goal <= {GOALS['max_abs_diff']}: "
-              f"{'met' if fast['max_abs_diff'] <= GOALS['max_abs_diff'] else 'NOT met'})"]
+              f"{verdict(fast['max_abs_diff'] <= GOALS['max_abs_diff'])})"]
     if name == 'face-128':
         checks.append(f"{fast['ms']:.1f} ms (goal <= {GOALS['face-128 ms']:.0f} ms: "
-                      f"{'met' if fast['ms'] <= GOALS['face-128 ms'] else 'NOT met'})")
+                      f"{verdict(fast['ms'] <= GOALS['face-128 ms'])})")
+    faster = [r for r in animators if r['ms'] < fast['ms']]
+    if faster:
+        quickest = min(faster, key=lambda r: r['ms'])
+        checks.append(f"faster but off by more than {GOALS['max_abs_diff']}: {quickest['variant']} "
+                      f"{quickest['ms']:.1f} ms, max diff {quickest['max_abs_diff']:.1e}")
     return f"{name} fast path = {fast['variant']}: " + '; '.join(checks)
 
 

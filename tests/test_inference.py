@@ -127,7 +127,9 @@ def test_auto_picks_among_installed_runtimes_and_says_why(tiny):
     selection = create_runner(models, (128, 128), 'auto', 'cpu')
     offered, skipped = select.candidates(torch.device('cpu'))
     labels = {select.label(*c) for c in offered}
-    assert set(selection.timings_ms) == labels   # every installed candidate was built, verified and timed
+    # every installed candidate was built, verified and timed, or is named as rejected with the reason
+    rejected = {lab for lab in labels - set(selection.timings_ms) if f'{lab}: ' in selection.reason.split('rejected: ')[-1]}
+    assert set(selection.timings_ms) | rejected == labels and selection.timings_ms
     chosen = select.label(selection.runner.name, selection.runner.dtype, selection.runner.channels_last)
     assert selection.timings_ms[chosen] == min(selection.timings_ms.values())
     assert selection.reason.startswith(f'auto: {chosen} fastest on cpu')
@@ -148,6 +150,21 @@ def test_auto_never_offers_bfloat16_on_a_cpu_without_fast_bfloat16(monkeypatch):
     assert ('torch', torch.bfloat16, True) in select.candidates(cpu)[0]
     monkeypatch.setattr(select, 'cpu_has_fast_bfloat16', lambda: False)
     assert all(dtype == torch.float32 for _, dtype, _ in select.candidates(cpu)[0])
+
+
+def test_auto_takes_reduced_precision_only_within_two_percent_of_float32(tiny, monkeypatch):
+    """A bfloat16 candidate nobody asked for is used only if its start-up check is within AUTO_MAX_OUTPUT_DIFF
+    of float32; an explicit --dtype bfloat16 is still taken (the looser sanity tolerance applies)."""
+    f32, bf16 = ('torch', torch.float32, False), ('torch', torch.bfloat16, True)
+    monkeypatch.setattr(select, 'candidates', lambda device: ([f32, bf16], []))
+    monkeypatch.setattr(select, 'AUTO_MAX_OUTPUT_DIFF', 1.0)        # any difference accepted: both are timed
+    assert set(create_runner(tiny[0], (128, 128), 'auto', 'cpu').timings_ms) == {select.label(*f32), select.label(*bf16)}
+    monkeypatch.setattr(select, 'AUTO_MAX_OUTPUT_DIFF', 0.0)        # bfloat16 always differs a little: refused
+    selection = create_runner(tiny[0], (128, 128), 'auto', 'cpu')
+    assert selection.runner.dtype == torch.float32 and set(selection.timings_ms) == {select.label(*f32)}
+    assert 'rejected: torch bfloat16+channels_last: output differs from float32 by' in selection.reason
+    assert '--dtype bfloat16 to use it' in selection.reason
+    assert create_runner(tiny[0], (128, 128), 'auto', 'cpu', dtype='bfloat16').runner.dtype == torch.bfloat16
 
 
 def test_asking_for_bfloat16_on_a_cpu_without_fast_bfloat16_says_it_is_slow(tiny, monkeypatch):

@@ -14,7 +14,7 @@ from ..devices import (DTYPES, DeviceError, check_device, cpu_has_fast_bfloat16,
 from ..models import Models
 from .runner import Runner, RunnerError
 from .torch_runner import TorchRunner
-from .verify import time_interleaved, verify_runner
+from .verify import AUTO_MAX_OUTPUT_DIFF, time_interleaved, verify_runner
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +159,11 @@ def _auto(models, size, dev, device_reason, dtype, channels_last, model_key, ref
         try:
             runner = build_runner(name, models, size, dev, cdtype, ccl, model_key)
             reports[text] = verify_runner(runner, reference, size) if reference is not None else {}
+            off = reports[text].get('output_max_abs_diff', 0.0)
+            if dtype is None and cdtype != torch.float32 and off > AUTO_MAX_OUTPUT_DIFF:
+                runner.close()
+                raise RunnerError(f'output differs from float32 by {off:.3f} of the value range, more than the '
+                                  f'{AUTO_MAX_OUTPUT_DIFF} auto accepts (--dtype {dtype_name(cdtype)} to use it)')
             runners[text] = runner
         except RunnerError as exc:
             rejected.append(f'{text}: {exc}')

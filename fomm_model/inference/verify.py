@@ -16,6 +16,11 @@ log = logging.getLogger(__name__)
 
 # (output, keypoints) max abs difference to eager float32; outputs compared as uint8 in [0, 1]
 TOLERANCES = {'float32': (0.02, 0.005), 'bfloat16': (0.15, 0.05), 'float16': (0.15, 0.05)}
+# What ``auto`` accepts from a reduced-precision candidate nobody asked for, on the start-up check: issue 15 bounds
+# the fast path at 0.02 of the value range on real frames, and this synthetic check under-reads that error about
+# 2.5x (bundled model, OpenVINO bfloat16: 0.016-0.020 here, 0.041 on held-out frames in bench_animator), so the
+# check is held to 0.008. An explicit --dtype gets the looser sanity TOLERANCES above.
+AUTO_MAX_OUTPUT_DIFF = 0.008
 
 
 def sample_images(size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
