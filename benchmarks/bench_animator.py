@@ -1,7 +1,7 @@
 """Per-frame cost of the animation step: the original, avatarify's path and the fast path on each runtime.
 
     python -m benchmarks.bench_animator [--configs vox-256 face-128] [--rounds 8] [--frames 3] [--threads 2]
-                                        [--omp-wait passive|active]
+                                        [--omp-wait app|passive|active]
 
 Variants, all from a uint8 driving frame to the float prediction, batch 1:
 
@@ -27,9 +27,9 @@ On a CPU with AVX512, ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`` measu
 on an AVX2 CPU (oneDNN and ATen dispatch capped; bfloat16 then counts as slow); ONNX Runtime's own kernels are
 not capped, so its rows stay AVX512 ones. The CPU line says when a cap is set.
 
-``--omp-wait passive`` (default) sets ``OMP_WAIT_POLICY=PASSIVE`` before PyTorch loads: with another process
-on one of two cores, spin-waiting OpenMP threads made 2-thread PyTorch steps 10-25x slower, which would
-flatter every other variant. ``active`` leaves OpenMP's default.
+``--omp-wait app`` (default) waits as the app does (``live.OMP_WAIT_ENV``: a short spin, then sleep; why in
+``fomm_model.inference.threads``); ``passive`` sleeps at once (``OMP_WAIT_POLICY=PASSIVE``, 2x slower PyTorch
+steps on an idle machine); ``active`` leaves OpenMP's default long spin. Set before PyTorch loads.
 """
 from __future__ import annotations
 
@@ -44,6 +44,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / 'shared'
 BUNDLED = REPO / 'assets' / 'models' / 'face-128.pth.tar'
+
+
+def omp_wait_env(mode: str) -> dict[str, str]:
+    """OpenMP wait settings for ``--omp-wait``: 'app' (what main.py sets), 'passive' or 'active' (OpenMP's default).
+    Importing ``live`` does not import PyTorch."""
+    from live import OMP_WAIT_ENV
+    return {'app': OMP_WAIT_ENV, 'passive': {'OMP_WAIT_POLICY': 'PASSIVE', 'KMP_BLOCKTIME': '0'}, 'active': {}}[mode]
 
 
 def _inputs(size: tuple[int, int], n: int):
@@ -225,12 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--rounds', type=int, default=8)
     parser.add_argument('--frames', type=int, default=3, help='driving frames per variant per round')
     parser.add_argument('--threads', type=int, default=2)
-    parser.add_argument('--omp-wait', choices=['passive', 'active'], default='passive')
+    parser.add_argument('--omp-wait', choices=['app', 'passive', 'active'], default='app')
     args = parser.parse_args(argv)
-    if args.omp_wait == 'passive':   # before PyTorch loads its OpenMP runtime (see fomm_model.inference.threads)
-        if 'torch' in sys.modules:
-            raise SystemExit('--omp-wait passive must be set before PyTorch is imported: run this as a script')
-        os.environ.update({'OMP_WAIT_POLICY': 'PASSIVE', 'KMP_BLOCKTIME': '0'})
+    if 'torch' in sys.modules:   # OpenMP reads its wait settings when PyTorch loads
+        raise SystemExit('--omp-wait must be set before PyTorch is imported: run this as a script')
+    os.environ.update(omp_wait_env(args.omp_wait))
     import torch
 
     from fomm_model.devices import describe_cpu
@@ -244,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     from fomm_model.devices import cpu_features
     simd = [f for f in SIMD_FLAGS if f in cpu_features()]
     print(f'CPU: {describe_cpu()}; {os.cpu_count()} CPUs; flags: {" ".join(simd) or "none of " + " ".join(SIMD_FLAGS)}')
-    print(f'{", ".join(versions)}; {args.threads} threads; OMP_WAIT_POLICY={os.environ.get("OMP_WAIT_POLICY", "default")}; '
+    print(f'{", ".join(versions)}; {args.threads} threads; OpenMP wait {args.omp_wait}; '
           f'batch 1; {args.rounds} rounds x {args.frames} frames, interleaved; load average '
           f'{os.getloadavg()[0]:.1f} at start')
     print(f"{'config':<28} {'variant':<36} {'ms':>8} {'vs orig':>8} {'vs avatarify':>12} {'max|diff| vs fp32 orig':>23}")

@@ -2,7 +2,7 @@
 
     python -m benchmarks.bench_contention [--config face-128] [--backend openvino] [--frames 300]
                                           [--policies 2 1 adaptive] [--competitors none busy x264]
-                                          [--omp-wait passive active]
+                                          [--omp-wait app passive active]
     python -m benchmarks.bench_contention --engine [--backend auto] [--seconds 20] [--threads N]
 
 Competitors: ``none``; ``busy``, a Python busy loop (one core saturated); ``x264``, a real-time 720p encode
@@ -34,6 +34,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / 'shared'
 BUNDLED = REPO / 'assets' / 'models' / 'face-128.pth.tar'
+
+
+def omp_wait_env(mode: str) -> dict[str, str]:
+    """OpenMP wait settings for a child: 'app' (what main.py sets), 'passive' or 'active' (OpenMP's default)."""
+    from benchmarks.bench_animator import omp_wait_env as settings
+    return settings(mode)
 
 
 def start_competitor(kind: str) -> subprocess.Popen | None:
@@ -114,7 +120,7 @@ def child(args) -> None:
                         policy.record(ms)
                         times[name].append(ms)
             for name, policy in policies.items():
-                print(json.dumps({'omp_wait': os.environ.get('OMP_WAIT_POLICY', 'default'),
+                print(json.dumps({'omp_wait': os.environ.get('FOMM_BENCH_OMP_WAIT', 'inherited'),
                                   'competitor': competitor, 'policy': name, 'backend': animator.runner.describe(),
                                   'median': float(np.median(times[name])),
                                   'p99': float(np.percentile(times[name], 99)), 'threads': policy.threads,
@@ -162,9 +168,9 @@ def engine_child(args) -> None:
 
 
 def engine_main(args) -> int:
-    """``--engine``: one child process (passive OpenMP waiting, as ``main.py`` sets it) for every competitor."""
+    """``--engine``: one child process (OpenMP waiting as ``main.py`` sets it) for every competitor."""
     from fomm_model.devices import describe_cpu
-    env = dict(os.environ, OMP_WAIT_POLICY='PASSIVE', KMP_BLOCKTIME='0')
+    env = dict(os.environ, **omp_wait_env('app'))
     cmd = [sys.executable, '-m', 'benchmarks.bench_contention', '--engine-child', '--backend', args.backend,
            '--seconds', str(args.seconds), '--warmup-s', str(args.warmup_s), '--competitors', *args.competitors]
     if args.threads:
@@ -205,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--rounds', type=int, default=5, help='blocks per policy')
     parser.add_argument('--policies', nargs='+', default=['2', '1', 'adaptive'])
     parser.add_argument('--competitors', nargs='+', default=['none', 'busy', 'x264'])
-    parser.add_argument('--omp-wait', nargs='+', choices=['passive', 'active'], default=['passive', 'active'])
+    parser.add_argument('--omp-wait', nargs='+', choices=['app', 'passive', 'active'], default=['app', 'active'])
     parser.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--show-decisions', action='store_true', help='print the adaptive policy decisions')
     parser.add_argument('--engine', action='store_true',
@@ -229,9 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'OMP wait':<9} {'competitor':<10} {'policy':<9} {'median ms':>9} {'p99 ms':>8} {'median/idle':>11} "
           f"{'p99/idle':>8}  threads at end")
     for wait in args.omp_wait:
-        env = {k: v for k, v in os.environ.items() if k not in ('OMP_WAIT_POLICY', 'KMP_BLOCKTIME')}
-        if wait == 'passive':
-            env.update({'OMP_WAIT_POLICY': 'PASSIVE', 'KMP_BLOCKTIME': '0'})
+        env = {k: v for k, v in os.environ.items() if k not in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT', 'KMP_BLOCKTIME')}
+        env.update(omp_wait_env(wait), FOMM_BENCH_OMP_WAIT=wait)
         cmd = [sys.executable, '-m', 'benchmarks.bench_contention', '--child', '--config', args.config,
                '--backend', args.backend, '--frames', str(args.frames), '--warmup', str(args.warmup), '--rounds', str(args.rounds),
                '--policies', *args.policies, '--competitors', *args.competitors]

@@ -18,10 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+import live  # noqa: E402,F401  (before torch: OpenMP waits as in main.py, live.OMP_WAIT_ENV)
+import torch  # noqa: E402
 SHARED = REPO.parent / 'shared'
 CLIP = SHARED / 'data' / 'faces' / 'test' / 'dpe_d#misc__dpe_d.mp4'
 AVATAR = SHARED / 'data' / 'avatars' / 'mona_lisa.png'

@@ -30,12 +30,11 @@ from __future__ import annotations
 
 import os
 
-# OpenMP threads sleep instead of spin-waiting between parallel regions. Read once, when PyTorch loads its
-# OpenMP runtime, so it is set here, before anything of ``live`` imports torch. With another program on one of
-# two cores, spinning made a 2-thread model step 10-25x slower (see fomm_model.inference.threads, whose
-# PASSIVE_WAIT_ENV this must equal; a test checks it).
-PASSIVE_WAIT_ENV = {'OMP_WAIT_POLICY': 'PASSIVE', 'KMP_BLOCKTIME': '0'}
-for _key, _value in PASSIVE_WAIT_ENV.items():
+# OpenMP threads spin briefly, then sleep, between parallel regions. Read once, when PyTorch loads its OpenMP
+# runtime, so it is set here, before anything of ``live`` imports torch (why and measurements: OMP_WAIT_ENV in
+# fomm_model.inference.threads, which this must equal; a test checks it). Benchmarks import ``live`` for it too.
+OMP_WAIT_ENV = {'GOMP_SPINCOUNT': '10000', 'KMP_BLOCKTIME': '1'}
+for _key, _value in OMP_WAIT_ENV.items():
     os.environ.setdefault(_key, _value)
 
 __all__ = ['Engine', 'EngineStats', 'EngineError', 'FrameResult', 'Settings', 'ModelOptions', 'CaptureOptions',

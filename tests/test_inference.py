@@ -19,7 +19,7 @@ from fomm_model.inference.threads import (
     ThreadPolicy,
     free_cores,
     initial_threads,
-    passive_wait_env,
+    omp_wait_env,
     threads_for,
     usable_cpus,
 )
@@ -268,17 +268,17 @@ def test_policy_applies_to_torch_and_to_runtimes_with_their_own_threads(tiny):
         torch.set_num_threads(before)
 
 
-def test_passive_waiting_reaches_openmp(monkeypatch):
-    """The environment from passive_wait_env makes PyTorch's OpenMP runtime sleep instead of spin."""
-    env = {k: v for k, v in os.environ.items() if k not in ('OMP_WAIT_POLICY', 'KMP_BLOCKTIME')}
-    assert passive_wait_env(env) is True
-    env['OMP_DISPLAY_ENV'] = 'TRUE'
-    out = subprocess.run([sys.executable, '-c', 'import torch; torch.ones(1 << 20).sum()'], env=env,
+def test_short_spin_waiting_reaches_openmp(monkeypatch):
+    """The environment from omp_wait_env reaches PyTorch's OpenMP runtime (a short spin, then sleep)."""
+    env = {k: v for k, v in os.environ.items() if k not in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT', 'KMP_BLOCKTIME')}
+    assert omp_wait_env(env) is True
+    env['OMP_DISPLAY_ENV'] = 'VERBOSE'
+    out = subprocess.run([sys.executable, '-c', 'import torch; torch.ones(1 << 20).sum()'], env=env, check=False,
                          capture_output=True, text=True, timeout=120)
-    assert "OMP_WAIT_POLICY = 'PASSIVE'" in out.stderr
-    for key in ('OMP_WAIT_POLICY', 'KMP_BLOCKTIME'):
+    assert "GOMP_SPINCOUNT = '10000'" in out.stderr
+    for key in ('GOMP_SPINCOUNT', 'KMP_BLOCKTIME'):
         monkeypatch.setenv(key, os.environ.get(key, 'unset'))   # restored after the test
-    assert passive_wait_env() is False   # too late here: torch is imported (and the caller is told)
+    assert omp_wait_env() is False   # too late here: torch is imported (and the caller is told)
 
 
 def test_a_onednn_isa_cap_below_bf16_means_no_fast_bfloat16(monkeypatch):

@@ -9,7 +9,7 @@ from helpers import AVATAR, REPO, SHARED
 import live
 from fomm_model import load_checkpoint, load_config
 from fomm_model.inference import create_runner
-from fomm_model.inference.threads import PASSIVE_WAIT_ENV
+from fomm_model.inference.threads import OMP_WAIT_ENV
 from live.engine import Engine
 from live.gui.launch import parse_gui_args
 from live.headless import build_parser
@@ -28,8 +28,8 @@ def test_threads_flag_in_headless_and_window():
         build_parser().parse_args(['--threads', '0'])
 
 
-def test_live_sets_passive_waiting_like_the_thread_policy():
-    assert live.PASSIVE_WAIT_ENV == PASSIVE_WAIT_ENV
+def test_live_sets_openmp_waiting_like_the_thread_policy():
+    assert live.OMP_WAIT_ENV == OMP_WAIT_ENV
 
 
 @pytest.mark.parametrize('threads', [1, None])

@@ -1,12 +1,13 @@
 """How many threads the model step uses, chosen from the cores that are actually free and adapted while it runs.
 
 Why: on a 2-core laptop another program (a video call's encoder, a browser) often keeps a core busy. A
-2-thread step then waits on its slower half every layer, and OpenMP's spin-waiting makes it far worse:
-measured here with a training job on one of the two cores, a 2-thread PyTorch step took 1.7 s instead of
-65 ms with passive waiting (``OMP_WAIT_POLICY=PASSIVE``, below), and 125 ms at 1 thread.
+2-thread step then waits on its slower half every layer, and OpenMP's long spin-waiting makes it far worse
+(measured with a training job on one of the two cores: a 2-thread PyTorch step took 1.7 s instead of 125 ms
+at 1 thread). Sleeping at once (``OMP_WAIT_POLICY=PASSIVE``) avoids that but halves the speed of an idle
+machine, so OpenMP threads spin briefly and then sleep, and contention is answered with fewer threads.
 
-* :data:`PASSIVE_WAIT_ENV` / :func:`passive_wait_env`: OpenMP threads sleep instead of spinning while they
-  wait. Read once, when PyTorch's OpenMP runtime loads, so an entry point sets it before ``import torch``.
+* :data:`OMP_WAIT_ENV` / :func:`omp_wait_env`: how OpenMP threads wait (see the measurements there). Read
+  once, when PyTorch's OpenMP runtime loads, so an entry point sets it before ``import torch``.
 * :func:`initial_threads`: threads for the cores free over a short window at start (psutil).
 * :class:`AdaptiveThreads`: the decision logic, fed frame times; it tries fewer threads when the median frame
   time jumps above the best seen, and more again later, keeping a change only when it measurably helps.
@@ -27,23 +28,26 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-# GNU OpenMP (PyTorch's Linux/Windows wheels) and Intel OpenMP (some builds): sleep rather than spin-wait.
+# OpenMP threads spin for a short while (GNU OpenMP: 10,000 iterations, a few microseconds; Intel/LLVM OpenMP:
+# 1 ms, not measured here) and then sleep. Bundled face-128, PyTorch float32, 2 threads, Intel Xeon (AVX512-BF16):
+# idle machine 15 ms a step (OpenMP's default long spin 14 ms, PASSIVE 31 ms); one core busy with another process
+# 78 ms (default spin 121 ms, PASSIVE 29 ms), where the adaptive policy below moves to 1 thread: 22 ms.
 # OpenVINO's TBB workers and ONNX Runtime (spinning turned off by the runner) need nothing here.
-PASSIVE_WAIT_ENV = {'OMP_WAIT_POLICY': 'PASSIVE', 'KMP_BLOCKTIME': '0'}
+OMP_WAIT_ENV = {'GOMP_SPINCOUNT': '10000', 'KMP_BLOCKTIME': '1'}
 
 PSUTIL_HINT = 'pip install psutil (it comes with pip install "fomm-live[live]")'
 
 
-def passive_wait_env(environ: dict | None = None) -> bool:
-    """Set :data:`PASSIVE_WAIT_ENV` in ``environ`` (default ``os.environ``) where not already set.
+def omp_wait_env(environ: dict | None = None) -> bool:
+    """Set :data:`OMP_WAIT_ENV` in ``environ`` (default ``os.environ``) where not already set.
 
     Returns whether it can still take effect in this process: the OpenMP runtime reads it when PyTorch is
     first imported. For a child process pass its environment dict (then the answer is always True)."""
     target = os.environ if environ is None else environ
-    for key, value in PASSIVE_WAIT_ENV.items():
+    for key, value in OMP_WAIT_ENV.items():
         target.setdefault(key, value)
     if environ is None and 'torch' in sys.modules:
-        log.warning('OMP_WAIT_POLICY set after PyTorch was imported: it only applies to child processes; set it '
+        log.warning('OpenMP wait settings set after PyTorch was imported: it only applies to child processes; set it '
                     'before "import torch" (e.g. at the top of the entry point)')
         return False
     return True
