@@ -47,10 +47,12 @@ BUNDLED = REPO / 'assets' / 'models' / 'face-128.pth.tar'
 
 
 def omp_wait_env(mode: str) -> dict[str, str]:
-    """OpenMP wait settings for ``--omp-wait``: 'app' (what main.py sets), 'passive' or 'active' (OpenMP's default).
-    Importing ``live`` does not import PyTorch."""
+    """OpenMP wait settings for ``--omp-wait``: 'app' (what main.py sets), 'passive', or 'active' (GNU and Intel
+    OpenMP's own defaults, written out so that ``import live`` in a child keeps them). Importing ``live`` does not
+    import PyTorch."""
     from live import OMP_WAIT_ENV
-    return {'app': OMP_WAIT_ENV, 'passive': {'OMP_WAIT_POLICY': 'PASSIVE', 'KMP_BLOCKTIME': '0'}, 'active': {}}[mode]
+    return {'app': OMP_WAIT_ENV, 'passive': {'OMP_WAIT_POLICY': 'PASSIVE', 'KMP_BLOCKTIME': '0'},
+            'active': {'GOMP_SPINCOUNT': '300000', 'KMP_BLOCKTIME': '200'}}[mode]
 
 
 def _inputs(size: tuple[int, int], n: int):

@@ -168,15 +168,18 @@ def engine_child(args) -> None:
 
 
 def engine_main(args) -> int:
-    """``--engine``: one child process (OpenMP waiting as ``main.py`` sets it) for every competitor."""
+    """``--engine``: one child process for every competitor, OpenMP waiting as the first ``--omp-wait`` says
+    (default ``app``: as ``main.py`` sets it)."""
     from fomm_model.devices import describe_cpu
-    env = dict(os.environ, **omp_wait_env('app'))
+    env = {k: v for k, v in os.environ.items() if k not in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT', 'KMP_BLOCKTIME')}
+    env.update(omp_wait_env(args.omp_wait[0]))
     cmd = [sys.executable, '-m', 'benchmarks.bench_contention', '--engine-child', '--backend', args.backend,
            '--seconds', str(args.seconds), '--warmup-s', str(args.warmup_s), '--competitors', *args.competitors]
     if args.threads:
         cmd += ['--threads', str(args.threads)]
     print(f'CPU: {describe_cpu()}; load average {os.getloadavg()[0]:.1f} at start; live engine, bundled face-128, '
           f'25 fps clip as the camera, backend {args.backend}, threads {args.threads or "adaptive"}, '
+          f'OpenMP wait {args.omp_wait[0]}, '
           f'{args.seconds:.0f} s per competitor')
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{')]
