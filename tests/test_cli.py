@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -44,7 +45,9 @@ def test_animate_without_cpu_flag_announces_device(tmp_path, tiny_ckpt):
     assert proc.returncode == 0, proc.stderr
     import torch
     if not torch.cuda.is_available():
-        assert 'model runs on: torch on cpu (bfloat16)' in proc.stderr and 'model runs on the CPU' in proc.stderr
+        # which runtime runs bfloat16 fastest depends on the CPU (auto); the device and precision are announced
+        assert re.search(r'model runs on: \w+ on cpu \(bfloat16', proc.stderr), proc.stderr
+        assert 'model runs on the CPU' in proc.stderr
     frames = read_video(result)[0]
     assert frames.shape == (4, 128, 3 * 128, 3)  # source | driving | result
     from fomm_model.video_io import resize_image

@@ -81,7 +81,9 @@ def test_calibration_maps_the_anchor_onto_the_avatar_and_moves_relative_to_it(pi
     animator = pipeline.animator
     # the anchor frame itself shows the avatar in its own pose: its keypoints, reconstructed by the model
     np.testing.assert_allclose(pipeline.shown.value, animator.kp_source.value, atol=1e-6)
-    np.testing.assert_array_equal(r.output, animator.generate(animator.kp_source))
+    # keypoints equal within 1e-6 (float rounding of the relative motion): the frames within one uint8 step
+    diff = np.abs(r.output.astype(np.int16) - animator.generate(animator.kp_source).astype(np.int16))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
     # a later frame moves the avatar as the original normalize_kp says (value and jacobian, adapt-scale)
     r = pipeline.process(frames[20], 1, 0.04, PLAIN)
     driving = animator.keypoints(pipeline.cropper.process(frames[20], 0.04).crop)
