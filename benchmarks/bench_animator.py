@@ -55,6 +55,13 @@ def omp_wait_env(mode: str) -> dict[str, str]:
             'active': {'GOMP_SPINCOUNT': '300000', 'KMP_BLOCKTIME': '200'}}[mode]
 
 
+def omp_child_env(mode: str) -> dict[str, str]:
+    """This process's environment for a child that waits as ``mode`` says (other wait settings removed)."""
+    env = {k: v for k, v in os.environ.items() if k not in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT', 'KMP_BLOCKTIME')}
+    env.update(omp_wait_env(mode))
+    return env
+
+
 def _inputs(size: tuple[int, int], n: int):
     """A real portrait and n real driving frames of a held-out clip."""
     from fomm_model.video_io import read_image, read_video, resize_image

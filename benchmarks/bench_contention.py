@@ -31,15 +31,11 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.bench_animator import omp_child_env
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / 'shared'
 BUNDLED = REPO / 'assets' / 'models' / 'face-128.pth.tar'
-
-
-def omp_wait_env(mode: str) -> dict[str, str]:
-    """OpenMP wait settings for a child: 'app' (what main.py sets), 'passive' or 'active' (OpenMP's default)."""
-    from benchmarks.bench_animator import omp_wait_env as settings
-    return settings(mode)
 
 
 def start_competitor(kind: str) -> subprocess.Popen | None:
@@ -171,8 +167,7 @@ def engine_main(args) -> int:
     """``--engine``: one child process for every competitor, OpenMP waiting as the first ``--omp-wait`` says
     (default ``app``: as ``main.py`` sets it)."""
     from fomm_model.devices import describe_cpu
-    env = {k: v for k, v in os.environ.items() if k not in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT', 'KMP_BLOCKTIME')}
-    env.update(omp_wait_env(args.omp_wait[0]))
+    env = omp_child_env(args.omp_wait[0])
     cmd = [sys.executable, '-m', 'benchmarks.bench_contention', '--engine-child', '--backend', args.backend,
            '--seconds', str(args.seconds), '--warmup-s', str(args.warmup_s), '--competitors', *args.competitors]
     if args.threads:
@@ -238,8 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'OMP wait':<9} {'competitor':<10} {'policy':<9} {'median ms':>9} {'p99 ms':>8} {'median/idle':>11} "
           f"{'p99/idle':>8}  threads at end")
     for wait in args.omp_wait:
-        env = {k: v for k, v in os.environ.items() if k not in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT', 'KMP_BLOCKTIME')}
-        env.update(omp_wait_env(wait), FOMM_BENCH_OMP_WAIT=wait)
+        env = dict(omp_child_env(wait), FOMM_BENCH_OMP_WAIT=wait)
         cmd = [sys.executable, '-m', 'benchmarks.bench_contention', '--child', '--config', args.config,
                '--backend', args.backend, '--frames', str(args.frames), '--warmup', str(args.warmup), '--rounds', str(args.rounds),
                '--policies', *args.policies, '--competitors', *args.competitors]

@@ -136,6 +136,7 @@ def describe_cpu() -> str:
     simd = 'AVX512-BF16' if cpu_has_fast_bfloat16() else 'AVX512' if 'avx512f' in flags else \
         'AVX2' if 'avx2' in flags else 'no AVX2'
     extra = '' if 'avx512f' in flags else '; no AVX512'
-    if isa_cap() is not None:
-        extra += f'; oneDNN capped at {isa_cap()} by {ISA_CAP_ENV}'
+    cap = isa_cap()
+    if cap is not None:
+        extra += f'; oneDNN capped at {cap} by {ISA_CAP_ENV}'
     return f'{cpu_model()} ({simd}{extra}, {torch.get_num_threads()} torch threads)'
