@@ -1,7 +1,8 @@
 """Clip augmentations of the original (flip, time flip, colour jitter, resize, crop) in numpy, no torchvision.
 
 Every transform takes frames (T, H, W, 3) uint8 and a numpy Generator, and applies the SAME random
-parameters to every frame of the clip, so source and driving stay consistent.
+parameters to every frame of the clip, so source and driving stay consistent. :class:`Augmentation` can also
+carry per-frame points (landmark targets, keypoint coordinates in [-1, 1]) through the same geometric changes.
 """
 from __future__ import annotations
 
@@ -11,14 +12,27 @@ from PIL import Image
 SUPPORTED = ('flip_param', 'jitter_param', 'resize_param', 'crop_param')
 
 
-def random_flip(frames: np.ndarray, rng: np.random.Generator, time_flip: bool = False,
-                horizontal_flip: bool = False) -> np.ndarray:
-    """Original semantics: with p=.5 reverse time and return; otherwise mirror horizontally with p=.5."""
+def draw_flip(rng: np.random.Generator, time_flip: bool = False, horizontal_flip: bool = False) -> str | None:
+    """Original semantics: with p=.5 reverse time; otherwise mirror horizontally with p=.5. Returns which."""
     if time_flip and rng.random() < 0.5:
-        return frames[::-1]
+        return 'time'
     if horizontal_flip and rng.random() < 0.5:
+        return 'horizontal'
+    return None
+
+
+def apply_flip(frames: np.ndarray, flip: str | None) -> np.ndarray:
+    if flip == 'time':
+        return frames[::-1]
+    if flip == 'horizontal':
         return frames[:, :, ::-1]
     return frames
+
+
+def random_flip(frames: np.ndarray, rng: np.random.Generator, time_flip: bool = False,
+                horizontal_flip: bool = False) -> np.ndarray:
+    """The original RandomFlip on a clip."""
+    return apply_flip(frames, draw_flip(rng, time_flip, horizontal_flip))
 
 
 def _gray(x: np.ndarray) -> np.ndarray:
@@ -91,6 +105,12 @@ def random_resize(frames: np.ndarray, rng: np.random.Generator, ratio: tuple[flo
 
 def random_crop(frames: np.ndarray, rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
     """Crop one random window of ``size`` (zero-padding frames that are smaller, as the original pad_clip)."""
+    return random_crop_at(frames, rng, size)[0]
+
+
+def random_crop_at(frames: np.ndarray, rng: np.random.Generator, size: tuple[int, int]
+                   ) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`random_crop`, also returning where the window's top-left corner was in the input (y, x)."""
     th, tw = int(size[0]), int(size[1])
     t, h, w, c = frames.shape
     if h < th or w < tw:
@@ -98,9 +118,11 @@ def random_crop(frames: np.ndarray, rng: np.random.Generator, size: tuple[int, i
         oy, ox = (max(h, th) - h) // 2, (max(w, tw) - w) // 2
         padded[:, oy:oy + h, ox:ox + w] = frames
         frames, h, w = padded, max(h, th), max(w, tw)
+    else:
+        oy = ox = 0
     y = int(rng.integers(0, h - th + 1))
     x = int(rng.integers(0, w - tw + 1))
-    return frames[:, y:y + th, x:x + tw]
+    return frames[:, y:y + th, x:x + tw], (y - oy, x - ox)
 
 
 class Augmentation:
@@ -116,13 +138,39 @@ class Augmentation:
         self.resize = dict(resize_param or {})
         self.crop = dict(crop_param or {})
 
-    def __call__(self, frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def __call__(self, frames: np.ndarray, rng: np.random.Generator, points: np.ndarray | None = None,
+                 mirror=None):
+        """Augmented frames; with ``points`` (T, N, 2) in keypoint coordinates, (frames, points moved alike).
+
+        ``mirror(points)`` gives the points of a horizontally flipped frame (x negated, and for named points
+        left/right twins swapped); it is required with points when flips are on.
+        """
         if self.flip:
-            frames = random_flip(frames, rng, **self.flip)
+            flip = draw_flip(rng, **self.flip)
+            frames = apply_flip(frames, flip)
+            if points is not None and flip == 'time':
+                points = points[::-1]
+            elif points is not None and flip == 'horizontal':
+                if mirror is None:
+                    raise ValueError('Augmentation: points need a mirror function when horizontal flips are on')
+                points = mirror(points)
         if self.resize:
-            frames = random_resize(frames, rng, **self.resize)
+            frames = random_resize(frames, rng, **self.resize)  # keypoint coordinates do not change with scale
         if self.crop:
-            frames = random_crop(frames, rng, **self.crop)
+            h, w = frames.shape[1:3]
+            frames, (y, x) = random_crop_at(frames, rng, **self.crop)
+            if points is not None:
+                points = _crop_points(points, (h, w), (y, x), frames.shape[1:3])
         if self.jitter:
             frames = color_jitter(frames, rng, **self.jitter)
-        return np.ascontiguousarray(frames)
+        frames = np.ascontiguousarray(frames)
+        return frames if points is None else (frames, np.ascontiguousarray(points, dtype=np.float32))
+
+
+def _crop_points(points: np.ndarray, size: tuple[int, int], corner: tuple[int, int],
+                 new_size: tuple[int, int]) -> np.ndarray:
+    """Keypoint coordinates in an (H, W) image -> in the window of ``new_size`` whose corner is at (y, x)."""
+    scale_in = (np.array([size[1], size[0]]) - 1.0) / 2.0
+    scale_out = (np.array([new_size[1], new_size[0]]) - 1.0) / 2.0
+    pixels = (np.asarray(points, np.float64) + 1.0) * scale_in - np.array([corner[1], corner[0]])
+    return (pixels / scale_out - 1.0).astype(np.float32)

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from .augmentation import Augmentation
+from .landmark_targets import mirror as mirror_targets
 from .video_frames import VideoReadError, is_video, read_frames
 
 log = logging.getLogger(__name__)
@@ -42,11 +43,13 @@ class FramesDataset(Dataset):
     With ``id_sampling`` an item is an identity and each fetch picks one of its videos at random (one video per
     identity per pass, as the original). Decoded, resized frames are cached in memory up to ``cache_bytes``.
     Unreadable videos are skipped with a warning naming the file; the next video is used instead.
+    ``landmark_targets`` ({video name: (T, A, 2)}, see :mod:`.landmark_targets`) adds 'source_landmarks' and
+    'driving_landmarks' to train items, moved by the same augmentation (NaN: no face in that frame).
     """
 
     def __init__(self, root_dir: str | Path, frame_shape=(256, 256, 3), id_sampling: bool = False,
                  is_train: bool = True, random_seed: int = 0, augmentation_params: dict | None = None,
-                 cache_bytes: int = 4 << 30, **unused):
+                 cache_bytes: int = 4 << 30, landmark_targets: dict[str, np.ndarray] | None = None, **unused):
         self.root = Path(root_dir)
         self.frame_shape = tuple(int(x) for x in frame_shape)
         self.is_train = is_train
@@ -68,6 +71,7 @@ class FramesDataset(Dataset):
         self._cache: dict[Path, np.ndarray] = {}
         self._cached = 0
         self._bad: set[Path] = set()
+        self.landmark_targets = landmark_targets
 
     def __len__(self) -> int:
         return len(self.identities) if self.id_sampling else len(self.videos)
@@ -111,10 +115,25 @@ class FramesDataset(Dataset):
             return {'video': video, 'name': path.name}
         idx = np.sort(rng.choice(len(frames), replace=True, size=2))
         pair = frames[idx]
-        if self.transform is not None:
+        points = self._targets(path, len(frames), idx)
+        if self.transform is not None and points is not None:
+            pair, points = self.transform(pair, rng, points, mirror_targets)
+        elif self.transform is not None:
             pair = self.transform(pair, rng)
         pair = torch.from_numpy(np.ascontiguousarray(pair)).permute(0, 3, 1, 2).float().div_(255.0)
-        return {'source': pair[0], 'driving': pair[1], 'name': path.name}
+        item = {'source': pair[0], 'driving': pair[1], 'name': path.name}
+        if points is not None:
+            item['source_landmarks'], item['driving_landmarks'] = torch.from_numpy(points).unbind(0)
+        return item
+
+    def _targets(self, path: Path, num_frames: int, idx: np.ndarray) -> np.ndarray | None:
+        if self.landmark_targets is None:
+            return None
+        targets = self.landmark_targets.get(path.name)
+        if targets is None or len(targets) != num_frames:
+            raise ValueError(f"landmark targets for {path.name} are missing or of another length "
+                             f"({None if targets is None else len(targets)} vs {num_frames} frames): recompute them")
+        return targets[idx]
 
     def __getitem__(self, index: int) -> dict:
         # indices from EpochSampler encode epoch * epoch_length + position; plain ints work as epoch 0

@@ -1,8 +1,10 @@
 """Training losses of the original model.py: GeneratorFullModel and DiscriminatorFullModel.
 
 They are nn.Modules that run the networks and return a dict of weighted losses, so a whole training
-forward can be wrapped by DistributedDataParallel. One deliberate extension: ``loss_weights.l1`` (default 0,
-absent from the original) adds a pixel L1 term between prediction and driving frame.
+forward can be wrapped by DistributedDataParallel. Two deliberate extensions, both absent from the original and 0
+by default: ``loss_weights.l1`` adds a pixel L1 term between prediction and driving frame, and
+``loss_weights.landmarks`` pulls the keypoints named by ``train_params.landmark_keypoints`` onto face landmarks
+(see :mod:`.landmark_targets`).
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import torch
 from torch import nn
 
 from ..modules.util import AntiAliasInterpolation2d
+from .landmark_targets import check_keypoint_indices
 from .transform import Transform
 
 
@@ -39,7 +42,16 @@ def loss_weights(train_params: dict) -> dict:
     w.setdefault('equivariance_value', 0)
     w.setdefault('equivariance_jacobian', 0)
     w.setdefault('l1', 0)
+    w.setdefault('landmarks', 0)
     return w
+
+
+def landmark_loss(kp_value: torch.Tensor, target: torch.Tensor, indices: list[int]) -> torch.Tensor:
+    """Mean L1 between keypoints ``indices`` of (B, K, 2) values and (B, A, 2) targets; NaN targets are skipped."""
+    chosen = kp_value[:, indices].float()
+    known = torch.isfinite(target).all(-1, keepdim=True)
+    target = torch.where(known, target, chosen.detach())  # a zero difference (and gradient) where no face was found
+    return torch.abs(chosen - target).sum() / (known.sum() * 2).clamp(min=1)
 
 
 class GeneratorFullModel(nn.Module):
@@ -63,6 +75,12 @@ class GeneratorFullModel(nn.Module):
         self.vgg = perceptual_net
         if self.loss_weights['generator_gan'] != 0 and discriminator is None:
             raise ValueError("loss_weights.generator_gan is non-zero but the config has no discriminator_params")
+        self.landmark_keypoints = None
+        if self.loss_weights['landmarks'] != 0:
+            if 'landmark_keypoints' not in train_params:
+                raise ValueError("loss_weights.landmarks is non-zero but train_params has no landmark_keypoints")
+            self.landmark_keypoints = check_keypoint_indices(train_params['landmark_keypoints'],
+                                                             kp_extractor.kp.out_channels)
 
     def forward(self, x: dict, generator: torch.Generator | None = None) -> tuple[dict, dict]:
         w = self.loss_weights
@@ -86,6 +104,13 @@ class GeneratorFullModel(nn.Module):
 
         if w['l1']:
             losses['l1'] = w['l1'] * torch.abs(generated['prediction'] - x['driving']).mean()
+
+        if self.landmark_keypoints is not None:
+            if 'source_landmarks' not in x:
+                raise ValueError("loss_weights.landmarks is non-zero but the batch has no landmark targets")
+            losses['landmarks'] = w['landmarks'] * 0.5 * (
+                landmark_loss(kp_source['value'], x['source_landmarks'], self.landmark_keypoints)
+                + landmark_loss(kp_driving['value'], x['driving_landmarks'], self.landmark_keypoints))
 
         if w['generator_gan'] != 0:
             maps_generated = self.discriminator(pyramide_generated, kp=detach_kp(kp_driving))

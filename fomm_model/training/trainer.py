@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_GLOB = '*-checkpoint.pth.tar'  # what Trainer.save writes: '<zero-padded epoch>-checkpoint.pth.tar'
 SHORT = {'perceptual': 'perc', 'equivariance_value': 'eq_val', 'equivariance_jacobian': 'eq_jac',
-         'feature_matching': 'fm', 'gen_gan': 'g_gan', 'disc_gan': 'd_gan', 'l1': 'l1'}
+         'feature_matching': 'fm', 'gen_gan': 'g_gan', 'disc_gan': 'd_gan', 'l1': 'l1', 'landmarks': 'lm'}
 
 
 class TrainingError(RuntimeError):
@@ -222,8 +222,11 @@ class Trainer:
             if self.is_main:
                 log.info("perceptual loss network: %s", perceptual.name)
         align = self.config['model_params']['common_params'].get('align_corners', True)
-        self.generator_full = GeneratorFullModel(self.models.kp_detector, self.models.generator,
-                                                 self.models.discriminator, self.tp, perceptual, align)
+        try:
+            self.generator_full = GeneratorFullModel(self.models.kp_detector, self.models.generator,
+                                                     self.models.discriminator, self.tp, perceptual, align)
+        except ValueError as exc:  # a loss the config asks for without what it needs
+            raise TrainingError(f"config {getattr(self.config, 'source', opts.config)}: {exc}") from exc
         self.discriminator_full = (DiscriminatorFullModel(None, None, self.models.discriminator, self.tp)
                                    if self.use_gan else None)
         self.generator_full.to(self.device)
@@ -238,7 +241,9 @@ class Trainer:
         self.disc_scaler = torch.amp.GradScaler('cuda') if opts.amp == 'fp16' else None
 
         dp = self.config['dataset_params']
-        self.dataset = FramesDataset(is_train=True, random_seed=opts.seed, cache_bytes=opts.cache_bytes, **dp)
+        targets = self._landmark_targets(dp) if self.weights['landmarks'] != 0 else None
+        self.dataset = FramesDataset(is_train=True, random_seed=opts.seed, cache_bytes=opts.cache_bytes,
+                                     landmark_targets=targets, **dp)
         self.sampler = EpochSampler(len(self.dataset), self.tp.get('num_repeats', 1), seed=opts.seed,
                                     rank=self.rank, world_size=self.world)
         self.dataset.epoch_length = self.sampler.n
@@ -255,6 +260,25 @@ class Trainer:
         if self.is_main and opts.overwrite:  # only now: every check above has passed
             self._clear_previous_run()
         self.logger = LossLogger(self.log_dir, tensorboard=opts.tensorboard) if self.is_main else None
+
+    def _landmark_targets(self, dp: dict) -> dict:
+        """Face-landmark targets of the training clips (computed once by the main rank, cached in log_dir)."""
+        from .dataset import list_videos
+        from .landmark_targets import load_or_compute
+        try:
+            videos = list_videos(Path(dp['root_dir']) / 'train')
+        except FileNotFoundError as exc:
+            raise TrainingError(str(exc)) from exc
+        size = tuple(dp.get('frame_shape', (256, 256, 3)))[:2]
+        if self.world > 1 and not self.is_main:
+            torch.distributed.barrier()  # wait for the main rank to compute and cache them
+        try:
+            targets = load_or_compute(videos, size, self.log_dir, progress=self.is_main and self.opts.progress)
+        except RuntimeError as exc:
+            raise TrainingError(str(exc)) from exc
+        if self.world > 1 and self.is_main:
+            torch.distributed.barrier()
+        return targets
 
     def _warm_start(self, path) -> None:
         from .warm_start import WarmStartError, warm_start

@@ -1,0 +1,186 @@
+"""Landmark targets for keypoints: real Face Mesh landmarks on real clips, carried through augmentation, and a
+loss that moves the chosen keypoints onto them."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from fomm_model.evaluation.landmarks import FaceLandmarker, fetch_model
+from fomm_model.training.augmentation import Augmentation
+from fomm_model.training.dataset import FramesDataset
+from fomm_model.training.full_model import landmark_loss
+from fomm_model.training.landmark_targets import (
+    ANCHOR_NAMES,
+    MIRROR,
+    check_keypoint_indices,
+    clip_targets,
+    load_or_compute,
+    mirror,
+)
+from fomm_model.training.trainer import Trainer, TrainingError, TrainOptions
+from fomm_model.training.video_frames import read_frames
+
+from helpers import CLIPS, TINY_CONFIG, make_clip
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope='module')
+def landmarker():
+    fetch_model(quiet=True)
+    with FaceLandmarker() as lm:
+        yield lm
+
+
+@pytest.fixture(scope='module')
+def faces(tmp_path_factory):
+    """A dataset root whose train/ holds two short real clips of two people."""
+    root = tmp_path_factory.mktemp('faces')
+    (root / 'train').mkdir()
+    for clip in CLIPS[:2]:
+        make_clip(root / 'train' / clip.name, frames=8, clip=clip)
+    return root
+
+
+def test_mirror_twins_are_left_right_pairs():
+    for i, name in enumerate(ANCHOR_NAMES):
+        twin = ANCHOR_NAMES[MIRROR[i]]
+        assert twin == (name.replace('right', 'LEFT').replace('left', 'right').replace('LEFT', 'left'))
+    assert MIRROR[ANCHOR_NAMES.index('upper_lip')] == ANCHOR_NAMES.index('upper_lip')
+
+
+def test_targets_of_a_flipped_frame_are_the_mirrored_targets(landmarker):
+    frames = read_frames(CLIPS[0], (128, 128))[:4]
+    direct = clip_targets(landmarker, frames)
+    flipped = clip_targets(landmarker, np.ascontiguousarray(frames[:, :, ::-1]))
+    assert np.isfinite(direct).all() and np.isfinite(flipped).all()
+    # within about a pixel at 128 px (Face Mesh is not exactly mirror-symmetric); without the twin swap the
+    # eyelids and mouth corners would be a whole face-half apart
+    assert np.abs(mirror(direct) - flipped).max() < 0.04
+    assert np.abs(-direct[..., 0] - flipped[..., 0]).max() > 0.2
+    # the anchors are where they should be: lids above lips, upper lip above lower lip, subject's right on the left
+    names = {n: direct[:, i] for i, n in enumerate(ANCHOR_NAMES)}
+    assert (names['right_upper_lid'][:, 1] < names['upper_lip'][:, 1]).all()
+    assert (names['upper_lip'][:, 1] < names['lower_lip'][:, 1]).all()
+    assert (names['mouth_right'][:, 0] < names['mouth_left'][:, 0]).all()
+
+
+def test_no_face_gives_nan_rows(landmarker):
+    blank = np.full((2, 128, 128, 3), 127, np.uint8)
+    assert np.isnan(clip_targets(landmarker, blank)).all()
+
+
+def _dot_frames(points_px: np.ndarray, size=(64, 80)) -> np.ndarray:
+    """Two frames (T=2) with one white pixel at each (x, y) of points_px (T, 1, 2)."""
+    frames = np.zeros((2, *size, 3), np.uint8)
+    for t, ((x, y),) in enumerate(points_px):
+        frames[t, y, x] = 255
+    return frames
+
+
+def _where(frame: np.ndarray) -> tuple[int, int]:
+    y, x = np.argwhere(frame[..., 0] == 255)[0]
+    return int(x), int(y)
+
+
+@pytest.mark.parametrize('params', [{'flip_param': {'horizontal_flip': True}},
+                                    {'flip_param': {'time_flip': True}},
+                                    {'crop_param': {'size': [48, 48]}},
+                                    {'crop_param': {'size': [96, 96]}}])  # larger than the frame: padded
+def test_augmentation_moves_points_with_the_pixels(params):
+    size = (64, 80)
+    dots = np.array([[[34, 20]], [[45, 40]]])  # inside every 48x48 window of the 64x80 frame
+    points = (2.0 * dots / (np.array([size[1], size[0]]) - 1) - 1).astype(np.float32)
+    aug = Augmentation(**params)
+    moved_any = False
+    for seed in range(6):
+        frames, moved = aug(_dot_frames(dots, size), np.random.default_rng(seed), points,
+                            mirror=lambda p: p * np.array([-1.0, 1.0], np.float32))
+        h, w = frames.shape[1:3]
+        for t in range(2):
+            expect = (moved[t, 0] + 1) / 2 * (np.array([w, h]) - 1)
+            assert np.allclose(_where(frames[t]), expect, atol=1e-4), (params, seed, t)
+        moved_any |= not np.allclose(moved, points)
+    assert moved_any
+
+
+def test_augmentation_with_flips_needs_a_mirror():
+    aug = Augmentation(flip_param={'horizontal_flip': True})
+    frames = np.zeros((2, 8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match='mirror'):
+        for seed in range(8):
+            aug(frames, np.random.default_rng(seed), np.zeros((2, 1, 2), np.float32))
+
+
+def test_landmark_loss_skips_frames_without_a_face():
+    kp = torch.zeros(2, 5, 2, requires_grad=True)
+    target = torch.full((2, 2, 2), 0.5)
+    target[1] = float('nan')
+    loss = landmark_loss(kp, target, [3, 1])
+    assert loss.item() == pytest.approx(0.5)  # only sample 0 counts, |0 - 0.5| on average
+    loss.backward()
+    assert torch.isfinite(kp.grad).all() and kp.grad[1].abs().sum() == 0 and kp.grad[0, [3, 1]].abs().sum() > 0
+    assert landmark_loss(kp, torch.full((2, 2, 2), float('nan')), [0, 1]).item() == 0
+
+
+def test_keypoint_indices_are_checked():
+    assert check_keypoint_indices(range(8), 10) == list(range(8))
+    with pytest.raises(ValueError, match='8 keypoint indices'):
+        check_keypoint_indices([0, 1], 10)
+    with pytest.raises(ValueError, match='distinct'):
+        check_keypoint_indices([0, 0, 1, 2, 3, 4, 5, 6], 10)
+    with pytest.raises(ValueError, match='distinct'):
+        check_keypoint_indices(range(3, 11), 10)
+
+
+def test_targets_are_cached_and_reach_the_dataset_items(faces, tmp_path):
+    videos = sorted((faces / 'train').iterdir())
+    targets = load_or_compute(videos, (128, 128), tmp_path, progress=False)
+    assert sorted(targets) == [v.name for v in videos]
+    assert all(t.shape == (8, len(ANCHOR_NAMES), 2) and np.isfinite(t).all() for t in targets.values())
+    cached = list(tmp_path.glob('landmark-targets-128x128-*.npz'))
+    assert len(cached) == 1
+    again = load_or_compute(videos, (128, 128), tmp_path, progress=False)  # read back, not recomputed
+    assert all(np.array_equal(again[k], targets[k]) for k in targets)
+    data = FramesDataset(faces, frame_shape=(128, 128, 3), landmark_targets=targets,
+                         augmentation_params={'flip_param': {'horizontal_flip': True, 'time_flip': True}})
+    item = data.get(0)
+    assert item['source_landmarks'].shape == (len(ANCHOR_NAMES), 2)
+    assert torch.isfinite(item['driving_landmarks']).all()
+
+
+def _config(root, **loss):
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    config['dataset_params'].update(root_dir=str(root), augmentation_params={})
+    config['dataset_params'].pop('pairs_list', None)
+    config['train_params'].update(num_epochs=1, num_repeats=8, batch_size=2, checkpoint_freq=1, epoch_milestones=[],
+                                  lr_generator=1e-3, lr_kp_detector=3e-3, landmark_keypoints=list(range(8)))
+    config['train_params']['loss_weights'] = {'perceptual': [0], 'l1': 1, 'equivariance_value': 0,
+                                              'equivariance_jacobian': 0, **loss}
+    return config
+
+
+def test_training_pulls_the_chosen_keypoints_onto_the_landmarks(faces, tmp_path):
+    config = _config(faces, landmarks=100)
+    trainer = Trainer(TrainOptions(config=copy.deepcopy(config), log_dir=tmp_path / 'run', tensorboard=False,
+                                   progress=False, seed=3))
+    assert list((tmp_path / 'run').glob('landmark-targets-*.npz'))
+    history = []
+    for epoch in range(3):
+        trainer.sampler.set_epoch(epoch)
+        for x in trainer.loader:
+            values, _ = trainer.train_step(x)
+            history.append(values['landmarks'])
+    assert len(history) == 24
+    assert np.mean(history[-4:]) < 0.5 * np.mean(history[:4]), history
+
+
+def test_a_landmark_loss_without_keypoints_is_a_clear_error(faces, tmp_path):
+    config = _config(faces, landmarks=10)
+    del config['train_params']['landmark_keypoints']
+    with pytest.raises((TrainingError, ValueError), match='landmark_keypoints'):
+        Trainer(TrainOptions(config=config, log_dir=tmp_path / 'run', tensorboard=False, progress=False))
