@@ -137,10 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         step, off, overhead = steps[mid], offs[mid], 100.0 * ratios[mid]
         engine.close()
         live_engine = make_engine(name, ckpt, True, args.detect_every, args.detect_sync, args.threads)
-        live = engine_window(live_engine, True, args.seconds, args.frames)
+        paced = engine_window(live_engine, True, args.seconds, args.frames)
         live_engine.close()
         per_frame = 1000.0 / off['fps']
-        rows.append((name, step, off, live, overhead, 100.0 * (per_frame / off['stages']['model'].mean_ms - 1.0)))
+        rows.append((name, step, off, paced, overhead, 100.0 * (per_frame / off['stages']['model'].mean_ms - 1.0)))
         print(f'\n== {name}: {off["backend"]}')
         print(f'  overhead per round: {", ".join(f"{100 * r:+.1f}%" for r in ratios)} (median reported)')
         print(f'  model step alone (kp + frame generator): {step:6.1f} ms  = {1000 / step:5.1f} fps')
@@ -154,19 +154,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f'  engine-thread work besides the model: crop+output {own:5.2f} ms = '
               f'{100 * own / st["model"].mean_ms:4.1f}% of the model stage; model stage '
               f'{st["model"].mean_ms:5.1f} ms in the engine vs {step:5.1f} ms alone')
-        print(f'  face detections: {off["detections"]} in {off["frames"]} offline frames, {live["detections"]} in '
-              f'{live["frames"]} live frames')
-        print(f'  live (paced 25 fps): {live["fps"]:5.1f} fps out, {live["in"]} in, {live["dropped"]} dropped')
+        print(f'  face detections: {off["detections"]} in {off["frames"]} offline frames, {paced["detections"]} in '
+              f'{paced["frames"]} live frames')
+        print(f'  live (paced 25 fps): {paced["fps"]:5.1f} fps out, {paced["in"]} in, {paced["dropped"]} dropped')
         print('    stage       offline mean/p95 ms    live mean/p95 ms')
         for stage in ('capture', 'crop', 'model', 'output', 'total'):
-            a, b = off['stages'][stage], live['stages'][stage]
+            a, b = off['stages'][stage], paced['stages'][stage]
             label = 'latency' if stage == 'total' else stage
             print(f'    {label:<9} {a.mean_ms:9.2f} {a.p95_ms:8.2f}   {b.mean_ms:9.2f} {b.p95_ms:8.2f}')
     print('\nsummary: backend, model-step fps, offline engine fps, overhead vs bare step, overhead within the run, '
           'live fps, live latency mean/p95 ms')
-    for name, step, off, live, overhead, in_run in rows:
-        lat = live['stages']['total']
-        print(f'  {name:<11} {1000 / step:6.1f} {off["fps"]:6.1f} {overhead:+6.1f}% {in_run:+6.1f}% {live["fps"]:6.1f} '
+    for name, step, off, paced, overhead, in_run in rows:
+        lat = paced['stages']['total']
+        print(f'  {name:<11} {1000 / step:6.1f} {off["fps"]:6.1f} {overhead:+6.1f}% {in_run:+6.1f}% {paced["fps"]:6.1f} '
               f'{lat.mean_ms:7.1f} / {lat.p95_ms:.1f}')
     return 0
 
