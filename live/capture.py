@@ -18,7 +18,6 @@ import numpy as np
 
 from .cameras import SourceSpec
 from .cv2_compat import cv2
-from .priority import lower_current_thread
 
 log = logging.getLogger(__name__)
 
@@ -140,14 +139,13 @@ class Capture:
 
     def __init__(self, factory: Callable[[], FrameReader], *, realtime: bool = True, name: str = 'source',
                  backoff: tuple[float, float] = (0.25, 4.0), pace: bool | None = None,
-                 notify: Callable[[], None] | None = None, background: bool = True):
+                 notify: Callable[[], None] | None = None):
         self._factory = factory
         self._notify = notify or (lambda: None)  # called (on this thread) when a frame arrives or the state changes
         self.realtime = realtime
         self.name = name
         self._backoff = backoff
         self._pace = pace  # None: pace non-live sources at their fps when realtime
-        self.background = background  # the thread (and its decoder's threads) at low priority: live.priority
         self._cond = threading.Condition()
         self._slot: CapturedFrame | None = None
         self._slot_taken = True
@@ -214,8 +212,6 @@ class Capture:
 
     # -- producer side ---------------------------------------------------------------------------
     def _run(self) -> None:
-        if self.background:   # before the reader opens: the decoder's own threads inherit it
-            lower_current_thread()
         delay = self._backoff[0]
         while not self._stop.is_set():
             try:

@@ -14,8 +14,6 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from .priority import lower_current_thread
-
 log = logging.getLogger(__name__)
 R = TypeVar('R')
 
@@ -28,9 +26,8 @@ class DetectionWorker(Generic[R]):
     switch, when the result would describe the old view).
     """
 
-    def __init__(self, detect: Callable[[np.ndarray], R], name: str = 'fomm-face-detect', background: bool = True):
+    def __init__(self, detect: Callable[[np.ndarray], R], name: str = 'fomm-face-detect'):
         self._detect = detect
-        self.background = background   # the thread at low priority (live.priority)
         self._cond = threading.Condition()
         self._job: tuple[np.ndarray, float, int] | None = None
         self._done: tuple[R, float] | None = None
@@ -76,8 +73,6 @@ class DetectionWorker(Generic[R]):
             self._thread.join(2.0)
 
     def _loop(self) -> None:
-        if self.background:
-            lower_current_thread()
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._job is not None or self._closed)

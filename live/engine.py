@@ -355,13 +355,8 @@ class Engine:
 
     def _make_detector(self) -> Any:
         from fomm_model.face_detection import FaceDetector, FaceDetectorUnavailable
-
-        from .priority import create_in_background
         try:
-            if self.capture_options.detect_sync:   # the engine thread waits for it: normal priority
-                detector = FaceDetector(min_confidence=0.5)
-            else:   # mediapipe's own threads at low priority, like the detection thread (live.priority)
-                detector = create_in_background(lambda: FaceDetector(min_confidence=0.5))
+            detector = FaceDetector(min_confidence=0.5)
         except FaceDetectorUnavailable as exc:
             self._detector_state = f'unavailable: {exc}'
             self._notice(f'face detection is off ({exc}); using a fixed centre crop - fetch the model with: '
