@@ -61,14 +61,14 @@ def _frames(n: int) -> list[np.ndarray]:
     return [f[::2, ::2].copy() for f in clip_frames(n)]     # the 256 px clip at the model's 128 px
 
 
-def _remote(server, local, send='keypoints', codec='raw', token=None):
+def _remote(server, local, send='keypoints', codec='raw', token=None, direct=True):
     from fomm_model import Animator
     from fomm_model.inference.torch_runner import TorchRunner
     from live.remote.runner import RemoteRunner
     models, key, _ = local
     runner = RemoteRunner(server.url, token or server.token_file.read_text().strip(), send=send, codec=codec,
                           keypoint_runner=TorchRunner(models) if send == 'keypoints' else None, model_key=key,
-                          token_source='the test', retry_s=0.5)
+                          token_source='the test', retry_s=0.5, direct=direct)
     return runner, Animator(None if send == 'crop' else models, backend=runner, size=runner.size)
 
 
@@ -102,6 +102,35 @@ def test_remote_output_equals_local_output(server, local):
     diff = np.stack(expected).astype(float) - np.stack(results['keypoints', 'jpeg'])
     assert np.abs(diff).mean() < 3.0
     assert 10 * np.log10(255 ** 2 / (diff ** 2).mean()) > 30
+
+
+def test_streams_move_to_their_replica_port_unless_it_cannot_be_reached(server, local, monkeypatch, caplog):
+    from urllib.parse import urlsplit
+
+    import live.remote.runner as runner_module
+    from live.remote.process import free_port
+    avatar, frames = _avatar(AVATAR), _frames(4)
+    expected = _animate_all(local[2], avatar, frames)
+    routes = {}
+    # a port nobody listens on stands for a replica port behind a firewall
+    closed = free_port()
+    for case in ('direct', 'off', 'unreachable'):
+        if case == 'unreachable':
+            monkeypatch.setattr(runner_module, 'direct_url', lambda url, port: f'ws://127.0.0.1:{closed}/')
+        runner, animator = _remote(server, local, direct=case != 'off')
+        try:
+            assert all(np.array_equal(a, b) for a, b in zip(expected, _animate_all(animator, avatar, frames)))
+            routes[case] = (runner.route, urlsplit(runner._conn.url).port, runner.info.direct_port,
+                            runner.link_status().line())
+        finally:
+            runner.close()
+    route, port, offered, line = routes['direct']
+    assert 30000 <= offered <= 31000 and port == offered          # Serve's direct ingress range
+    assert route == f'direct to replica port {offered}' and route in line
+    proxy_port = urlsplit(server.url).port
+    assert routes['off'][:2] == ("through Serve's proxy (direct route off)", proxy_port)
+    assert routes['unreachable'][:2] == (f"through Serve's proxy (replica port {offered} unreachable)", proxy_port)
+    assert 'cannot be reached' in caplog.text
 
 
 def test_four_concurrent_streams_each_get_their_own_avatar(server, local):
@@ -229,7 +258,7 @@ def test_headless_run_on_the_server_and_a_refused_token(server, tmp_path):
     ok = subprocess.run([*base, '--token-file', str(server.token_file), '--output', str(tmp_path / 'out.mp4')],
                         cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
     assert ok.returncode == 0, ok.stderr[-2000:]
-    assert f'remote:     model server {server.url}/ on cpu' in ok.stdout and 'round trip' in ok.stdout
+    assert f'remote:     model server {server.url}/ (direct to replica port' in ok.stdout and 'round trip' in ok.stdout
     assert 'output:     ' in ok.stdout and '(8 frames)' in ok.stdout
     bad = tmp_path / 'bad-token'
     bad.write_text('y' * 32)

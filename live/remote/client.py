@@ -29,6 +29,13 @@ class RefusedError(RemoteError):
     """The server refused this client (wrong token, other protocol): reconnecting will not help."""
 
 
+def direct_url(url: str, port: int) -> str:
+    """The URL of a replica's own port: the host the user gave (the server may be behind NAT), its scheme."""
+    parts = urlsplit(url)
+    host = f'[{parts.hostname}]' if ':' in (parts.hostname or '') else parts.hostname
+    return f'{parts.scheme}://{host}:{int(port)}/'
+
+
 def check_url(url: str) -> str:
     """``ws://HOST:PORT`` or ``wss://HOST[:PORT][/path]``; ValueError with an example otherwise."""
     parts = urlsplit(str(url).strip())
@@ -50,6 +57,7 @@ class ServerInfo:
     num_kp: int
     max_batch: int
     replica: str
+    direct_port: int      # the replica's own port (Serve's direct ingress), 0: none
 
     @property
     def limits(self) -> Limits:
@@ -92,7 +100,7 @@ class Connection:
         if welcome.type != 'welcome':
             raise RemoteError(f'unexpected answer to hello: {welcome.type}')
         self.info = ServerInfo(self.url, f['device'], f['runtime'], f['model'], f['model_key'], f['height'],
-                               f['width'], f['num_kp'], f['max_batch'], f['replica'])
+                               f['width'], f['num_kp'], f['max_batch'], f['replica'], f['direct_port'])
 
     @property
     def open(self) -> bool:

@@ -13,6 +13,10 @@ The avatar is sent once per connection (and again after a reconnect). Exactly on
 stream: the engine thread waits for each answer (at most ``reply_timeout`` s), while the capture thread keeps
 only the newest camera frame, so a slow server or link lowers the frame rate instead of adding latency.
 
+Each connection is made through the URL given (Serve's proxy); when the welcome names the replica's own port
+(Serve's direct ingress, see :mod:`.server`) the stream moves there, which skips the proxy's relay, and stays
+on the proxy when that port cannot be reached (logged, and shown as the link's route).
+
 When the link breaks (server killed, network gone, no answer in time) the runner says so at once (a warning
 and :meth:`link_status`), keeps returning the last frame it got, and a background thread (``fomm-remote``)
 reconnects every second, prepares the avatar again and hands the new link over. It never falls back to a
@@ -33,13 +37,14 @@ import torch
 from fomm_model.inference import Runner, RunnerError
 from fomm_model.inference.convert import image_to_tensor, tensor_to_image
 
-from .client import Connection, RefusedError, RemoteError, ServerInfo, check_url
+from .client import Connection, RefusedError, RemoteError, ServerInfo, check_url, direct_url
 
 log = logging.getLogger(__name__)
 
 SEND_MODES = ('keypoints', 'crop')
 REPLY_TIMEOUT_S = 1.5   # no answer in this time: the link counts as lost (said within 2 s)
 RETRY_S = 1.0
+DIRECT_TIMEOUT_S = 1.0  # a replica port that does not answer by then is out of reach (firewall, NAT)
 
 
 @dataclass
@@ -55,6 +60,7 @@ class RemoteSource:
 class LinkStatus:
     state: str                  # connected | reconnecting | refused | closed
     url: str
+    route: str = ''             # 'direct to replica port N' or "through Serve's proxy"
     message: str = ''
     device: str = ''
     model: str = ''
@@ -71,7 +77,7 @@ class LinkStatus:
         """One line for the status bar and the headless summary."""
         if self.state != 'connected':
             return f'model server {self.url} {self.state}: {self.message}'
-        return (f'model server {self.url} on {self.device}: round trip {self.round_trip_ms:.1f} ms (network '
+        return (f'model server {self.url} ({self.route}) on {self.device}: round trip {self.round_trip_ms:.1f} ms (network '
                 f'{max(self.round_trip_ms - self.server_ms, 0):.1f}, server {self.server_ms:.1f}, model '
                 f'{self.model_ms:.1f}, batch {self.batch:.1f}); {self.bytes_up / 1024:.1f} KiB up, '
                 f'{self.bytes_down / 1024:.1f} KiB down per frame')
@@ -84,7 +90,8 @@ class RemoteRunner(Runner):
 
     def __init__(self, url: str, token: str, *, send: str = 'keypoints', codec: str = 'raw',
                  keypoint_runner: Runner | None = None, model_key: str | None = None,
-                 token_source: str = '', reply_timeout: float = REPLY_TIMEOUT_S, retry_s: float = RETRY_S):
+                 token_source: str = '', reply_timeout: float = REPLY_TIMEOUT_S, retry_s: float = RETRY_S,
+                 direct: bool = True):
         if send not in SEND_MODES:
             raise RunnerError(f'send must be one of {", ".join(SEND_MODES)}, got {send!r}')
         if send == 'keypoints' and keypoint_runner is None:
@@ -97,6 +104,8 @@ class RemoteRunner(Runner):
         self.send_mode, self.codec = send, codec
         self._token, self._token_source, self._model_key = token, token_source, model_key
         self.reply_timeout, self.retry_s = reply_timeout, retry_s
+        self.direct = direct
+        self.route = ''
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._reconnector: threading.Thread | None = None
@@ -130,7 +139,27 @@ class RemoteRunner(Runner):
             raise RunnerError(f'the model server runs another model ({conn.info.model}) than this computer: the '
                               f'keypoints computed here would not fit it. Load the same checkpoint here '
                               f'(--checkpoint) or send the crops instead (--remote-send crop)')
-        return conn
+        return self._go_direct(conn)
+
+    def _go_direct(self, conn: Connection) -> Connection:
+        """The same stream on the replica's own port when the server offers one and it answers; else ``conn``."""
+        port = conn.info.direct_port
+        if not (self.direct and port):
+            self.route = "through Serve's proxy" + ('' if self.direct else ' (direct route off)')
+            return conn
+        url = direct_url(self.url, port)
+        try:
+            direct = Connection(url, self._token, self.codec, timeout=DIRECT_TIMEOUT_S)
+        except RemoteError as exc:
+            self.route = f"through Serve's proxy (replica port {port} unreachable)"
+            log.warning("the model server's direct route %s cannot be reached (%s): frames go through Serve's "
+                        "proxy, a few ms slower; open ports 30000-31000 to this computer to use it", url, exc)
+            return conn
+        conn.close()
+        self.route = f'direct to replica port {port}'
+        log.info('model server stream moved to its replica at %s (replica %s): skips the proxy hop', url,
+                 direct.info.replica)
+        return direct
 
     def _live(self) -> Connection | None:
         conn = self._conn
@@ -258,7 +287,8 @@ class RemoteRunner(Runner):
     def link_status(self) -> LinkStatus:
         self._live()
         info = self.info
-        status = LinkStatus(self._state, self.url, self._message, info.device, info.model, frames=self._frames,
+        status = LinkStatus(self._state, self.url, self.route, self._message, info.device, info.model,
+                            frames=self._frames,
                             lost_for_s=time.monotonic() - self._lost_at if self._lost_at else 0.0)
         if self._times:
             a = np.array(list(self._times), dtype=float).mean(0)
@@ -272,8 +302,8 @@ class RemoteRunner(Runner):
 
     def describe(self) -> str:
         i = self.info
-        return (f'remote {self.url}: {i.runtime}, server device {i.device} (sends {self.send_mode}, '
-                f'{self.codec} images)')
+        return (f'remote {self.url} ({self.route}): {i.runtime}, server device {i.device} (sends '
+                f'{self.send_mode}, {self.codec} images)')
 
     def close(self) -> None:
         self._closed.set()

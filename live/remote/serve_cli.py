@@ -44,6 +44,9 @@ def build_parser(prog: str = 'main.py serve') -> argparse.ArgumentParser:
                                         'else a token created in ~/.config/fomm-live/server-token)')
     p.add_argument('--tls-cert', help="serve wss:// directly with this certificate (PEM; Serve's own TLS)")
     p.add_argument('--tls-key', help='the private key of --tls-cert (PEM)')
+    p.add_argument('--no-direct', dest='direct', action='store_false',
+                   help="no direct route: streams stay on Serve's proxy instead of moving to their replica's own "
+                        'port (30000-31000, which clients must then be able to reach)')
     p.add_argument('--address', help='join this Ray cluster (e.g. auto) instead of starting a local Ray')
     p.add_argument('-v', '--verbose', action='store_true', help="show Ray's and the replicas' logs here")
     return p
@@ -100,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     problem = _check_args(args)
     if problem:
         return _fail(problem)
+    if args.direct and args.address is None:
+        # read by Serve's controller and replicas, which inherit this process's environment (a cluster joined
+        # with --address has its own: start it with RAY_SERVE_ENABLE_DIRECT_INGRESS=1)
+        os.environ['RAY_SERVE_ENABLE_DIRECT_INGRESS'] = '1'
     try:
         import ray
         from ray import serve
@@ -138,8 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - Ray and Serve raise many kinds; the user gets one line
         _shutdown(ray, serve)
         return _fail(f'the model server did not start: {exc}', 1)
+    route = (f"streams move to their replica's own port (replica {info.replica}: {info.direct_port})"
+             if info.direct_port else "streams go through Serve's proxy")
     print(f'model: {info.model} ({info.height}x{info.width}, {info.num_kp} keypoints) on {info.device}; '
-          f'protocol {PROTOCOL}', file=sys.stderr)
+          f'protocol {PROTOCOL}; {route}', file=sys.stderr)
     print(f'serving on {url}', flush=True)
     return _serve_until_stopped(ray, serve)
 
