@@ -31,11 +31,10 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.bench_animator import omp_child_env
+from benchmarks.bench_animator import bundled, omp_child_env
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / 'shared'
-BUNDLED = REPO / 'assets' / 'models' / 'face-128.pth.tar'
 
 
 def start_competitor(kind: str) -> subprocess.Popen | None:
@@ -80,11 +79,12 @@ def child(args) -> None:
     from fomm_model.inference import create_runner
     from fomm_model.inference.cache import file_hash
     from fomm_model.video_io import read_image, read_video, resize_image
-    config = load_config(args.config)
+    bundled_config, bundled_file = bundled()
+    config = load_config(args.config or bundled_config)
     size = frame_size(config)
-    models = load_checkpoint(config, BUNDLED)
+    models = load_checkpoint(config, bundled_file)
     torch.set_num_threads(2)
-    selection = create_runner(models, size, args.backend, 'cpu', model_key=file_hash(BUNDLED))
+    selection = create_runner(models, size, args.backend, 'cpu', model_key=file_hash(bundled_file))
     animator = Animator(models, backend=selection.runner)
     source = resize_image(read_image(SHARED / 'data' / 'avatars' / 'mona_lisa.png'), size)
     clip = sorted((SHARED / 'data' / 'faces' / 'test').glob('*.mp4'))[0]
@@ -202,7 +202,7 @@ def engine_main(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--config', default='face-128')
+    parser.add_argument('--config', help="model config (default: the bundled model's)")
     parser.add_argument('--backend', default='openvino')
     parser.add_argument('--frames', type=int, default=300)
     parser.add_argument('--warmup', type=int, default=10)
@@ -228,14 +228,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.engine:
         return engine_main(args)
     from fomm_model.devices import describe_cpu
-    print(f'CPU: {describe_cpu()}; load average {os.getloadavg()[0]:.1f} at start; config {args.config}, '
+    config = args.config or 'of the bundled model'
+    print(f'CPU: {describe_cpu()}; load average {os.getloadavg()[0]:.1f} at start; config {config}, '
           f'backend {args.backend}, {args.frames} frames per cell')
     print(f"{'OMP wait':<9} {'competitor':<10} {'policy':<9} {'median ms':>9} {'p99 ms':>8} {'median/idle':>11} "
           f"{'p99/idle':>8}  threads at end")
     for wait in args.omp_wait:
         env = dict(omp_child_env(wait), FOMM_BENCH_OMP_WAIT=wait)
-        cmd = [sys.executable, '-m', 'benchmarks.bench_contention', '--child', '--config', args.config,
-               '--backend', args.backend, '--frames', str(args.frames), '--warmup', str(args.warmup), '--rounds', str(args.rounds),
+        cmd = [sys.executable, '-m', 'benchmarks.bench_contention', '--child',
+               *(['--config', args.config] if args.config else []), '--backend', args.backend,
+               '--frames', str(args.frames), '--warmup', str(args.warmup), '--rounds', str(args.rounds),
                '--policies', *args.policies, '--competitors', *args.competitors]
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
         rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{')]
