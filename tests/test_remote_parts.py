@@ -178,6 +178,25 @@ def test_a_lone_stream_never_waits_for_a_batch():
     assert rec.batches == [[0], [1], [2], [3], [4]]
 
 
+def test_a_stream_that_went_quiet_is_not_waited_for():
+    rec = Recorder()
+
+    async def run() -> list[float]:
+        with ThreadPoolExecutor(1) as pool:
+            b = FrameBatcher(rec, pool, max_batch=8, max_wait_s=0.2)
+            for i in range(3):                  # a client that then pauses (no face) without closing
+                await b.submit('paused', i)
+            await asyncio.sleep(0.15)
+            waits = []
+            for i in range(5):
+                t0 = time.perf_counter()
+                await b.submit('active', i)
+                waits.append(time.perf_counter() - t0)
+            return waits
+    waits = asyncio.run(run())
+    assert max(waits) < 0.1, waits          # counting streams seen in the last second would wait 0.2 s each
+
+
 def test_concurrent_streams_share_calls_and_a_closed_stream_is_not_waited_for():
     rec = Recorder(cost_s=0.02)
 

@@ -2,9 +2,12 @@
 
 Why not ``@serve.batch``: it waits ``batch_wait_timeout_s`` for every batch that is not full, so a lone stream
 pays the whole wait on every frame (measured: 3.6 -> 10.5 ms round trip through Serve with a 3 ms wait on this
-machine). Each stream here has at most one frame in flight, so the batcher knows how many frames can still
-come: it runs as soon as every stream that sent a frame in the last second has one queued (a lone stream waits
-for nothing), and otherwise no longer than ``max_wait_s`` after the first frame of the batch.
+machine). Each stream here has at most one frame in flight, so the batcher knows which frames can still come:
+those of streams that got their last answer less than ``TURNAROUND_S`` ago (a client sends its next frame as
+soon as its camera has one). It runs as soon as every such stream has a frame queued (a lone stream waits for
+nothing), and otherwise no longer than ``max_wait_s`` after the first frame of the batch. A stream that pauses
+(no face, a slow client) stops being waited for after ``TURNAROUND_S``; counting every stream seen in the last
+second instead made frames of the next stream to start wait for one that had gone quiet.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from typing import Any, Generic, TypeVar
 J = TypeVar('J')
 R = TypeVar('R')
 
-ACTIVE_S = 1.0   # a stream that sent a frame this recently is expected to send the next one
+TURNAROUND_S = 0.1   # answered this recently: its next frame is expected (a 30 fps camera gives one every 33 ms)
 
 
 class FrameBatcher(Generic[J, R]):
@@ -28,8 +31,8 @@ class FrameBatcher(Generic[J, R]):
                  max_wait_s: float = 0.003):
         self._run, self._executor = run, executor
         self.max_batch, self.max_wait_s = max(1, int(max_batch)), max(0.0, float(max_wait_s))
-        self._pending: list[tuple[J, asyncio.Future, float]] = []
-        self._last_seen: dict[object, float] = {}
+        self._pending: list[tuple[object, J, asyncio.Future, float]] = []
+        self._answered: dict[object, float] = {}     # stream -> when its last frame's result was handed back
         self._arrived: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self.batches = 0
@@ -40,10 +43,8 @@ class FrameBatcher(Generic[J, R]):
         loop = asyncio.get_running_loop()
         if self._arrived is None:
             self._arrived = asyncio.Event()
-        now = time.perf_counter()
-        self._last_seen[stream] = now
         future: asyncio.Future = loop.create_future()
-        self._pending.append((job, future, now))
+        self._pending.append((stream, job, future, time.perf_counter()))
         self._arrived.set()
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._drain())
@@ -51,16 +52,17 @@ class FrameBatcher(Generic[J, R]):
 
     def leave(self, stream: object) -> None:
         """A stream closed: stop expecting its frames."""
-        self._last_seen.pop(stream, None)
+        self._answered.pop(stream, None)
 
     def _expected(self, now: float) -> int:
-        active = sum(1 for t in self._last_seen.values() if now - t < ACTIVE_S)
-        return max(1, min(self.max_batch, active))
+        queued = {stream for stream, *_ in self._pending}
+        coming = {stream for stream, t in self._answered.items() if now - t < TURNAROUND_S}
+        return max(1, min(self.max_batch, len(queued | coming)))
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         while self._pending:
-            deadline = self._pending[0][2] + self.max_wait_s
+            deadline = self._pending[0][3] + self.max_wait_s
             while len(self._pending) < self._expected(time.perf_counter()):
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
@@ -71,18 +73,21 @@ class FrameBatcher(Generic[J, R]):
                 except asyncio.TimeoutError:
                     break
             batch, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
-            batch = [item for item in batch if not item[1].done()]   # streams that closed meanwhile
+            batch = [item for item in batch if not item[2].done()]   # streams that closed meanwhile
             if not batch:
                 continue
             try:
-                results, info = await loop.run_in_executor(self._executor, self._run, [job for job, _, _ in batch])
+                results, info = await loop.run_in_executor(self._executor, self._run,
+                                                           [job for _, job, _, _ in batch])
             except Exception as exc:  # noqa: BLE001 - every caller of this batch gets the error
-                for _, future, _ in batch:
+                for _, _, future, _ in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
             self.batches += 1
             self.frames += len(batch)
-            for (_, future, _), result in zip(batch, results):
+            answered = time.perf_counter()
+            for (stream, _, future, _), result in zip(batch, results):
                 if not future.done():
                     future.set_result((result, len(batch), info))
+                    self._answered[stream] = answered
