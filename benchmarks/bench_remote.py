@@ -131,6 +131,33 @@ def throughput(server, avatars, kps, streams: int, seconds: float) -> tuple[floa
     return done / wall, float(np.mean(batches)), float(np.median(rtts))
 
 
+def with_slow_reader(server, avatars, kps, seconds: float, late_s: float = 0.5) -> tuple[float, float]:
+    """(frames/s, median round trip ms) of one stream while another client reads each answer ``late_s`` late."""
+    from live.remote.client import Connection
+    from live.remote.protocol import encode
+    slow = Connection(server.url, server.token, 'raw')
+    slow.request('avatar', timeout=30, arrays={'image': avatars[1 % len(avatars)]})
+    stop = threading.Event()
+
+    def lag() -> None:
+        seq = 1000
+        while not stop.is_set():
+            value, jacobian = kps[seq % len(kps)]
+            seq += 1
+            slow._ws.send(encode('frame', seq, arrays={'kp_value': value, 'kp_jacobian': jacobian}))
+            stop.wait(late_s)                 # the answer waits in the socket meanwhile
+            slow._ws.recv(timeout=30)
+    thread = threading.Thread(target=lag)
+    thread.start()
+    try:
+        fps, _, rtt = throughput(server, avatars, kps, 1, seconds)
+    finally:
+        stop.set()
+        thread.join(60)
+        slow.close()
+    return fps, rtt
+
+
 def bytes_per_frame(server, models, key, frames, avatar, n: int = 20) -> dict:
     out = {}
     for send, codec in MODES:
@@ -213,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
                     fps, batch, rtt = r['throughput'][n]
                     print(f'  {n} stream(s): {fps:.1f} frames/s, mean batch {batch:.2f}, round trip {rtt:.1f} ms',
                           flush=True)
+                if label == 'batched':
+                    r['slow reader'] = with_slow_reader(server, avatars, kps, args.seconds)
+                    print(f"  1 stream beside a client that reads its answers 0.5 s late: "
+                          f"{r['slow reader'][0]:.1f} frames/s, round trip {r['slow reader'][1]:.1f} ms", flush=True)
                 results[label] = r
     report(results)
     return 0
@@ -238,6 +269,10 @@ def report(results: dict) -> None:
     for n, (fps, batch, rtt) in results['batched']['throughput'].items():
         ufps, _, urtt = results['unbatched']['throughput'][n]
         print(f'| {n} | {fps:.1f} | {batch:.2f} | {rtt:.0f} ms | {ufps:.1f} | {urtt:.0f} ms |')
+    alone, slow = results['batched']['throughput'].get(1), results['batched'].get('slow reader')
+    if alone and slow:
+        print(f'\none stream: {alone[0]:.1f} frames/s, round trip {alone[2]:.1f} ms alone; {slow[0]:.1f} frames/s, '
+              f'{slow[1]:.1f} ms beside a client that reads its answers 0.5 s late')
     print('\n| sends | images | bytes up / frame | bytes down / frame | round trip |\n|---|---|---|---|---|')
     for (send, codec), (up, down, rtt) in results['batched']['bytes'].items():
         print(f'| {send} | {codec} | {up:.0f} | {down:.0f} | {rtt:.1f} ms |')
