@@ -50,5 +50,25 @@ def test_grown_model_computes_what_the_old_one_did(frames):
 
 def test_shrinking_or_other_widths_are_refused(frames, reference_dir):
     small = build_models(load_config('face-128'), with_discriminator=False)
-    with pytest.raises(WarmStartError, match='only the keypoint count may differ'):
+    with pytest.raises(WarmStartError, match='only the keypoint count and scale factors may differ'):
         warm_start(small, reference_dir / 'tiny-128-checkpoint.pth.tar', frames)
+
+
+def test_a_finer_dense_motion_grid_starts_from_the_same_weights(frames):
+    """scale_factor 0.25 -> 0.5: every learnt weight is copied, only the fixed anti-aliasing kernel differs."""
+    from fomm_model.modules.util import AntiAliasInterpolation2d
+    old = load_checkpoint(load_config('face-128'), BUNDLED, with_discriminator=False)
+    config = load_config('face-128')
+    config['model_params']['generator_params']['dense_motion_params']['scale_factor'] = 0.5
+    new = build_models(config, with_discriminator=False)
+    summary = warm_start(new, BUNDLED, frames)
+    assert summary['rescaled'] == ['generator.dense_motion_network.down.weight']
+    old_state, new_state = old.generator.state_dict(), new.generator.state_dict()
+    for k, v in old_state.items():
+        if k != 'dense_motion_network.down.weight':
+            torch.testing.assert_close(new_state[k], v.to(new_state[k].dtype), msg=k)
+    fresh = AntiAliasInterpolation2d(3, 0.5).weight
+    torch.testing.assert_close(new_state['dense_motion_network.down.weight'], fresh)
+    # the same function seen through a finer grid: close to the old output, not equal
+    diff = (predict(new, frames) - predict(old, frames)).abs().mean()
+    assert 0 < diff < 0.05

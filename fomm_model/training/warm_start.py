@@ -7,6 +7,10 @@ hourglass skip into the mask and occlusion heads), with the copy's mask logit an
 lowered by log 2, so the softmax gives the pair the original's share. Training then pulls the copies apart.
 Copies are made of the lowest keypoints in the face (largest mean y on sample frames): mouth and jaw sit
 there, and mouth motion is what a 10-keypoint face model transfers worst.
+
+Besides the keypoint count, only a ``scale_factor`` may differ (the dense motion network or keypoint detector
+working on a finer or coarser copy of the image): the convolutions do not depend on it, and the anti-aliasing
+kernel it fixes is taken from the new config.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import torch
 
 from ..checkpoint import read_checkpoint, strip_prefixes
 from ..models import Models
+from ..modules.util import AntiAliasInterpolation2d
 
 log = logging.getLogger(__name__)
 
@@ -117,15 +122,22 @@ def warm_start(models: Models, path: str | Path, frames: torch.Tensor | None = N
         kp_state = _grow_kp_detector(kp_state, kp_target, copies, gen, noise)
         gen_state = _grow_generator(gen_state, copies, k_old, models.config['model_params']['common_params']
                                     .get('num_channels', 3))
+    rescaled: list[str] = []
     for name, module, state in (('kp_detector', models.kp_detector, kp_state),
                                 ('generator', models.generator, gen_state)):
         target = module.state_dict()
+        # an anti-aliasing kernel is fixed by its scale_factor, not learnt: a new scale keeps the new kernel
+        fixed = {f'{n}.weight' for n, m in module.named_modules() if isinstance(m, AntiAliasInterpolation2d)}
+        for k in [k for k in state if k in fixed and k in target and state[k].shape != target[k].shape]:
+            state = {**state, k: target[k]}
+            rescaled.append(f'{name}.{k}')
         bad = [f'{k}: {tuple(v.shape)} vs {tuple(target[k].shape)}' for k, v in state.items()
                if k in target and v.shape != target[k].shape]
         missing = [k for k in target if k not in state]
         if bad or missing:
             raise WarmStartError(f'{path}: the {name} weights do not fit this config '
-                                 f'({"; ".join((bad + missing)[:4])}): only the keypoint count may differ')
+                                 f'({"; ".join((bad + missing)[:4])}): only the keypoint count and scale factors may '
+                                 f'differ')
         module.load_state_dict({k: v.to(target[k].dtype) for k, v in state.items()})
     disc = 'not loaded'
     if models.discriminator is not None and 'discriminator' in ckpt:
@@ -135,7 +147,7 @@ def warm_start(models: Models, path: str | Path, frames: torch.Tensor | None = N
         except RuntimeError:
             disc = 'does not fit (new keypoint count or widths): trained from scratch'
     summary = {'from': str(path), 'keypoints': f'{k_old} -> {k_new}', 'copied_keypoints': copies,
-               'discriminator': disc}
+               'rescaled': rescaled, 'discriminator': disc}
     log.info('warm start: %s', summary)
     return summary
 
