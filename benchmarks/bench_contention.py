@@ -172,7 +172,7 @@ def engine_main(args) -> int:
            '--seconds', str(args.seconds), '--warmup-s', str(args.warmup_s), '--competitors', *args.competitors]
     if args.threads:
         cmd += ['--threads', str(args.threads)]
-    print(f'CPU: {describe_cpu()}; load average {os.getloadavg()[0]:.1f} at start; live engine, bundled face-128, '
+    print(f'CPU: {describe_cpu()}; load average {os.getloadavg()[0]:.1f} at start; live engine, the bundled model, '
           f'25 fps clip as the camera, backend {args.backend}, threads {args.threads or "adaptive"}, '
           f'OpenMP wait {args.omp_wait[0]}, '
           f'{args.seconds:.0f} s per competitor')

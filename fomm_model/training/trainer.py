@@ -241,9 +241,9 @@ class Trainer:
         self.disc_scaler = torch.amp.GradScaler('cuda') if opts.amp == 'fp16' else None
 
         dp = self.config['dataset_params']
-        targets = self._landmark_targets(dp) if self.weights['landmarks'] != 0 else None
-        self.dataset = FramesDataset(is_train=True, random_seed=opts.seed, cache_bytes=opts.cache_bytes,
-                                     landmark_targets=targets, **dp)
+        self.dataset = FramesDataset(is_train=True, random_seed=opts.seed, cache_bytes=opts.cache_bytes, **dp)
+        if self.weights['landmarks'] != 0:
+            self.dataset.landmark_targets = self._landmark_targets()
         self.sampler = EpochSampler(len(self.dataset), self.tp.get('num_repeats', 1), seed=opts.seed,
                                     rank=self.rank, world_size=self.world)
         self.dataset.epoch_length = self.sampler.n
@@ -261,19 +261,15 @@ class Trainer:
             self._clear_previous_run()
         self.logger = LossLogger(self.log_dir, tensorboard=opts.tensorboard) if self.is_main else None
 
-    def _landmark_targets(self, dp: dict) -> dict:
-        """Face-landmark targets of the training clips (computed once by the main rank, cached in log_dir)."""
-        from .dataset import list_videos
+    def _landmark_targets(self) -> dict:
+        """Face-landmark targets of the dataset's clips at its frame size (computed once by the main rank, cached
+        in log_dir)."""
         from .landmark_targets import load_or_compute
-        try:
-            videos = list_videos(Path(dp['root_dir']) / 'train')
-        except FileNotFoundError as exc:
-            raise TrainingError(str(exc)) from exc
-        size = tuple(dp.get('frame_shape', (256, 256, 3)))[:2]
         if self.world > 1 and not self.is_main:
             torch.distributed.barrier()  # wait for the main rank to compute and cache them
         try:
-            targets = load_or_compute(videos, size, self.log_dir, progress=self.is_main and self.opts.progress)
+            targets = load_or_compute(self.dataset.videos, self.dataset.frame_shape[:2], self.log_dir,
+                                      progress=self.is_main and self.opts.progress)
         except RuntimeError as exc:
             raise TrainingError(str(exc)) from exc
         if self.world > 1 and self.is_main:

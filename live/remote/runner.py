@@ -77,8 +77,8 @@ class LinkStatus:
         """One line for the status bar and the headless summary."""
         if self.state != 'connected':
             return f'model server {self.url} {self.state}: {self.message}'
-        return (f'model server {self.url} ({self.route}) on {self.device}: round trip {self.round_trip_ms:.1f} ms (network '
-                f'{max(self.round_trip_ms - self.server_ms, 0):.1f}, server {self.server_ms:.1f}, model '
+        return (f'model server {self.url} ({self.route}) on {self.device}: round trip {self.round_trip_ms:.1f} ms '
+                f'(network {max(self.round_trip_ms - self.server_ms, 0):.1f}, server {self.server_ms:.1f}, model '
                 f'{self.model_ms:.1f}, batch {self.batch:.1f}); {self.bytes_up / 1024:.1f} KiB up, '
                 f'{self.bytes_down / 1024:.1f} KiB down per frame')
 
