@@ -3,6 +3,8 @@ loss that moves the chosen keypoints onto them."""
 from __future__ import annotations
 
 import copy
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -146,6 +148,17 @@ def test_targets_are_cached_and_reach_the_dataset_items(faces, tmp_path):
     assert len(cached) == 1
     again = load_or_compute(videos, (128, 128), tmp_path, progress=False)  # read back, not recomputed
     assert all(np.array_equal(again[k], targets[k]) for k in targets)
+    # a fresh copy of the same clips (new modification times, as ../shared each session) keeps the cache ...
+    copied = tmp_path / 'copied'
+    shutil.copytree(faces / 'train', copied)
+    for v in copied.iterdir():
+        os.utime(v, (1e9, 1e9))
+    load_or_compute(sorted(copied.iterdir()), (128, 128), tmp_path, progress=False)
+    assert len(list(tmp_path.glob('landmark-targets-128x128-*.npz'))) == 1
+    # ... and a changed clip is recomputed rather than mismatched
+    make_clip(sorted(copied.iterdir())[0], frames=8, clip=CLIPS[2])
+    load_or_compute(sorted(copied.iterdir()), (128, 128), tmp_path, progress=False)
+    assert len(list(tmp_path.glob('landmark-targets-128x128-*.npz'))) == 2
     data = FramesDataset(faces, frame_shape=(128, 128, 3), landmark_targets=targets,
                          augmentation_params={'flip_param': {'horizontal_flip': True, 'time_flip': True}})
     item = data.get(0)
