@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ import yaml
 from fomm_model.evaluation.landmarks import FaceLandmarker, fetch_model
 from fomm_model.training.augmentation import Augmentation
 from fomm_model.training.dataset import FramesDataset
-from fomm_model.training.full_model import landmark_loss
+from fomm_model.training.full_model import MOUTH_CROP_SIZE, landmark_loss, mouth_crops
 from fomm_model.training.landmark_targets import (
     ANCHOR_NAMES,
     MIRROR,
@@ -129,6 +130,35 @@ def test_landmark_loss_skips_frames_without_a_face():
     assert landmark_loss(kp, torch.full((2, 2, 2), float('nan')), [0, 1]).item() == 0
 
 
+def _mouth_targets(centre, corner_distance):
+    """(A, 2) anchors with the lips and corners around ``centre`` (keypoint coordinates), the rest off the mouth."""
+    cx, cy = centre
+    t = np.full((len(ANCHOR_NAMES), 2), 0.9, np.float32)
+    t[ANCHOR_NAMES.index('upper_lip')] = (cx, cy - 0.02)
+    t[ANCHOR_NAMES.index('lower_lip')] = (cx, cy + 0.02)
+    t[ANCHOR_NAMES.index('mouth_right')] = (cx - corner_distance / 2, cy)
+    t[ANCHOR_NAMES.index('mouth_left')] = (cx + corner_distance / 2, cy)
+    return t
+
+
+def test_mouth_crops_frame_the_mouth_and_skip_frames_without_a_face():
+    h = w = 128
+    images = torch.zeros(2, 3, h, w)
+    centre, corners = (0.25, 0.5), 0.25                       # keypoint coordinates: x right, y down
+    px, py = round((centre[0] + 1) / 2 * (w - 1)), round((centre[1] + 1) / 2 * (h - 1))
+    images[:, :, py - 2:py + 3, px - 2:px + 3] = 1.0          # a bright dot on the mouth
+    images[:, 0, :, :px - 30] = 0.5                           # red far to the left of it, outside the crop
+    targets = torch.from_numpy(np.stack([_mouth_targets(centre, corners), np.full((8, 2), np.nan, np.float32)]))
+    crops, known = mouth_crops(images, targets)
+    assert crops.shape == (2, 3, MOUTH_CROP_SIZE, MOUTH_CROP_SIZE) and known.tolist() == [True, False]
+    c = MOUTH_CROP_SIZE // 2
+    assert crops[0, :, c - 1:c + 1, c - 1:c + 1].min() > 0.9   # the dot is in the middle of the crop
+    assert crops[0, :, :4].max() < 0.05 and crops[0, 0, :, :4].max() < 0.05  # and nothing else is in it
+    # the crop is 1.6x the corner distance wide: 0.4 of the [-1, 1] range, i.e. about 25 of 128 pixels
+    side = (crops[0, 1] > 0.5).any(0).sum().item() / MOUTH_CROP_SIZE * 0.4 * (w - 1) / 2
+    assert 4 <= side <= 7, side
+
+
 def test_keypoint_indices_are_checked():
     assert check_keypoint_indices(range(8), 10) == list(range(8))
     with pytest.raises(ValueError, match='8 keypoint indices'):
@@ -190,6 +220,33 @@ def test_training_pulls_the_chosen_keypoints_onto_the_landmarks(faces, tmp_path)
             history.append(values['landmarks'])
     assert len(history) == 24
     assert np.mean(history[-4:]) < 0.5 * np.mean(history[:4]), history
+
+
+def _mouth_error_after_training(faces, run: Path, **loss) -> float:
+    """Mouth-crop L1 of the reconstructions of the first training batch, after 3 epochs with these loss weights."""
+    trainer = Trainer(TrainOptions(config=_config(faces, **loss), log_dir=run, tensorboard=False, progress=False,
+                                   seed=3))
+    for epoch in range(3):
+        trainer.sampler.set_epoch(epoch)
+        for x in trainer.loader:
+            trainer.train_step(x)
+    trainer.sampler.set_epoch(0)
+    x = next(iter(trainer.loader))
+    models = trainer.models
+    with torch.no_grad():
+        kp_source, kp_driving = models.kp_detector(x['source']), models.kp_detector(x['driving'])
+        prediction = models.generator(x['source'], kp_source=kp_source, kp_driving=kp_driving)['prediction']
+    pred, known = mouth_crops(prediction, x['driving_landmarks'])
+    real, _ = mouth_crops(x['driving'], x['driving_landmarks'])
+    assert known.all()
+    return torch.abs(pred - real).mean().item()
+
+
+def test_the_mouth_loss_makes_mouths_closer_to_the_real_ones(faces, tmp_path):
+    without = _mouth_error_after_training(faces, tmp_path / 'l1', landmarks=1e-6)  # same batches, with targets
+    with_mouth = _mouth_error_after_training(faces, tmp_path / 'mouth', landmarks=1e-6, mouth=10)
+    assert list((tmp_path / 'mouth').glob('landmark-targets-*.npz'))
+    assert with_mouth < 0.9 * without, (with_mouth, without)
 
 
 def test_a_landmark_loss_without_keypoints_is_a_clear_error(faces, tmp_path):

@@ -9,11 +9,18 @@ by default: ``loss_weights.l1`` adds a pixel L1 term between prediction and driv
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..modules.util import AntiAliasInterpolation2d
-from .landmark_targets import check_keypoint_indices
+from .landmark_targets import ANCHOR_NAMES, check_keypoint_indices
 from .transform import Transform
+
+
+# the mouth loss's crop: the inner lips and mouth corners, 1.6x the corner distance wide, seen at 48x48 (ONet's input)
+MOUTH_ANCHORS = tuple(ANCHOR_NAMES.index(n) for n in ('upper_lip', 'lower_lip', 'mouth_right', 'mouth_left'))
+MOUTH_CROP_SCALE = 1.6
+MOUTH_CROP_SIZE = 48
 
 
 class ImagePyramide(nn.Module):
@@ -43,6 +50,7 @@ def loss_weights(train_params: dict) -> dict:
     w.setdefault('equivariance_jacobian', 0)
     w.setdefault('l1', 0)
     w.setdefault('landmarks', 0)
+    w.setdefault('mouth', 0)
     return w
 
 
@@ -52,6 +60,25 @@ def landmark_loss(kp_value: torch.Tensor, target: torch.Tensor, indices: list[in
     known = torch.isfinite(target).all(-1, keepdim=True)
     target = torch.where(known, target, chosen.detach())  # a zero difference (and gradient) where no face was found
     return torch.abs(chosen - target).sum() / (known.sum() * 2).clamp(min=1)
+
+
+def mouth_crops(images: torch.Tensor, targets: torch.Tensor, size: int = MOUTH_CROP_SIZE,
+                align_corners: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, C, size, size) square crops around each image's mouth, and which samples have one (a face was found).
+
+    ``targets`` are the (B, A, 2) landmark anchors of :mod:`.landmark_targets` in keypoint coordinates; the crop
+    is centred on the four mouth anchors and MOUTH_CROP_SCALE times as wide as the inner mouth corners are apart.
+    """
+    mouth = targets[:, list(MOUTH_ANCHORS)].float()
+    known = torch.isfinite(mouth).all(-1).all(-1)
+    mouth = torch.where(known[:, None, None], mouth, torch.zeros_like(mouth))
+    corners = mouth[:, 2] - mouth[:, 3]  # MOUTH_ANCHORS order: upper lip, lower lip, right corner, left corner
+    half = (MOUTH_CROP_SCALE / 2 * corners.norm(dim=-1)).clamp(min=0.05)
+    theta = torch.zeros(len(images), 2, 3, device=images.device, dtype=torch.float32)
+    theta[:, 0, 0] = theta[:, 1, 1] = half
+    theta[:, :, 2] = mouth.mean(1)
+    grid = F.affine_grid(theta, [len(images), images.shape[1], size, size], align_corners=align_corners)
+    return F.grid_sample(images.float(), grid, align_corners=align_corners), known
 
 
 class GeneratorFullModel(nn.Module):
@@ -82,6 +109,24 @@ class GeneratorFullModel(nn.Module):
             self.landmark_keypoints = check_keypoint_indices(train_params['landmark_keypoints'],
                                                              kp_extractor.kp.out_channels)
 
+    def mouth_loss(self, prediction: torch.Tensor, real: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """L1 plus the perceptual loss on crops around the real frame's mouth, over samples where a face was found.
+
+        Why: the mouth is ~5% of a face crop, so the whole-image losses barely see whether it opened; the driver's
+        open mouth came out at a fifth of its amplitude before this term.
+        """
+        pred, known = mouth_crops(prediction, targets, align_corners=self.align_corners)
+        real, _ = mouth_crops(real, targets, align_corners=self.align_corners)
+        if not known.any():
+            return prediction.sum() * 0
+        pred, real = pred[known], real[known]
+        total = torch.abs(pred - real).mean()
+        if self.vgg is not None:
+            for weight, a, b in zip(self.loss_weights['perceptual'], self.vgg(pred), self.vgg(real)):
+                if weight:
+                    total = total + weight / 10 * torch.abs(a - b.detach()).mean()
+        return total
+
     def forward(self, x: dict, generator: torch.Generator | None = None) -> tuple[dict, dict]:
         w = self.loss_weights
         kp_source = self.kp_extractor(x['source'])
@@ -111,6 +156,12 @@ class GeneratorFullModel(nn.Module):
             losses['landmarks'] = w['landmarks'] * 0.5 * (
                 landmark_loss(kp_source['value'], x['source_landmarks'], self.landmark_keypoints)
                 + landmark_loss(kp_driving['value'], x['driving_landmarks'], self.landmark_keypoints))
+
+        if w['mouth'] != 0:
+            if 'driving_landmarks' not in x:
+                raise ValueError("loss_weights.mouth is non-zero but the batch has no landmark targets")
+            losses['mouth'] = w['mouth'] * self.mouth_loss(generated['prediction'], x['driving'],
+                                                           x['driving_landmarks'])
 
         if w['generator_gan'] != 0:
             maps_generated = self.discriminator(pyramide_generated, kp=detach_kp(kp_driving))
