@@ -181,6 +181,9 @@ def test_cli_evaluate_writes_json(tmp_path):
     assert scores['frame_size'] == [128, 128] and rec['frames'] == 6 and rec['no_face_real'] == 0
     assert rec['frames_scored'] == 6 and 0 < rec['akd'] < 10 and 0 < rec['akd_static'] < 10
     assert 0 < rec['l1'] < 1 and rec['videos'][0]['video'] == TALKING.name
+    for name in ('mouth', 'eyes'):  # the same person's signals, per clip and as medians
+        assert set(rec['videos'][0][name]) >= {'r', 'ratio', 'exercised'} and rec[name]['clips_exercised'] <= 1
+    assert 'reconstruction mouth (same person)' in proc.stdout
     assert transfer['pairs'] == 2 and {p['avatar'] for p in transfer['pair_scores']} == {'mona_lisa.png',
                                                                                          'einstein.png'}
     for pair in transfer['pair_scores']:

@@ -3,7 +3,8 @@
 Reconstruction: every test clip rebuilt from its first frame (absolute keypoints, as ``fomm reconstruct``);
 AKD = mean distance in pixels, at the model's frame size, between MediaPipe Face Mesh landmarks of the real and
 the rebuilt frames (the paper's face metric), with L1 and both scores' static baselines (first frame repeated).
-Transfer: every avatar animated by every clip (relative, adapt-scale, anchored on the first frame); per pair
+Reconstruction also scores the same person's mouth and eye opening (r and amplitude ratio, as transfer does):
+what the generator renders at all. Transfer: every avatar animated by every clip (relative, adapt-scale, anchored on the first frame); per pair
 the Pearson correlation and amplitude ratio of mouth and eye opening between driver and output, how often the
 output has no face, and medians over pairs. Defaults: the bundled face-128 model, ../shared's test clips and
 avatars. Needs the landmark model once: python -m fomm_model.evaluation.landmarks --fetch
@@ -79,13 +80,16 @@ def _landmarker():
 
 def _reconstruction_entry(name: str, frames: list[np.ndarray], animator, landmarker, real) -> dict:
     from ..evaluation.metrics import average_keypoint_distance
-    from ..evaluation.transfer import measure_clip
+    from ..evaluation.transfer import measure_clip, score_pair
     l1, static, predictions = reconstruct_video(animator, frames)
-    akd = average_keypoint_distance(real.landmarks, measure_clip(landmarker, predictions).landmarks)
+    rebuilt = measure_clip(landmarker, predictions)
+    akd = average_keypoint_distance(real.landmarks, rebuilt.landmarks)
     static_akd = average_keypoint_distance(real.landmarks, [real.landmarks[0]] * len(frames))
+    # the same person's mouth and eyes: what the generator can render at all, before any transfer across people
+    signals = score_pair(real, rebuilt, video=name).signals
     return {'video': name, **akd.as_dict(), 'akd_static': static_akd.akd,
             'frames_scored_static': static_akd.frames_scored, 'l1': float(np.mean(l1)),
-            'l1_static': float(np.mean(static))}
+            'l1_static': float(np.mean(static)), **{k: v.as_dict() for k, v in signals.items()}}
 
 
 def _pooled(entries: list[dict], key: str, weight: str) -> float | None:
@@ -96,6 +100,7 @@ def _pooled(entries: list[dict], key: str, weight: str) -> float | None:
 
 
 def _summarize_reconstruction(entries: list[dict]) -> dict:
+    from ..evaluation.transfer import SIGNALS
     frames = sum(e['frames'] for e in entries)
     with_face = frames - sum(e['no_face_real'] for e in entries)
     no_face_generated = sum(e['no_face_generated'] for e in entries)
@@ -106,8 +111,17 @@ def _summarize_reconstruction(entries: list[dict]) -> dict:
         'no_face_real': frames - with_face, 'no_face_generated': no_face_generated,
         'missing_keypoint_rate': no_face_generated / with_face if with_face else None,
         'l1': _pooled(entries, 'l1', 'frames'), 'l1_static': _pooled(entries, 'l1_static', 'frames'),
+        **{name: _signal_medians([e[name] for e in entries]) for name in SIGNALS},
         'videos': entries,
     }
+
+
+def _signal_medians(scores: list[dict]) -> dict:
+    """Median r and amplitude ratio over the clips that exercise a signal (as the transfer summary's)."""
+    from ..evaluation.metrics import median
+    used = [s for s in scores if s['exercised']]
+    return {'clips_exercised': len(used), 'r_median': median(s['r'] for s in used),
+            'ratio_median': median(s['ratio'] for s in used)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -168,12 +182,17 @@ def _fmt(value: float | None, spec: str = '.3f') -> str:
 
 
 def _print(summary: dict, json_path: Path | None) -> None:
+    from ..evaluation.transfer import SIGNALS
     rec, tr = summary['reconstruction'], summary['transfer']
     print(f"reconstruction over {rec['frames']} frames of {len(rec['videos'])} videos: "
           f"AKD {_fmt(rec['akd'], '.2f')} px (static {_fmt(rec['akd_static'], '.2f')}), "
           f"no face in {rec['no_face_generated']} rebuilt frames, "
           f"L1 {rec['l1']:.4f} (static {rec['l1_static']:.4f})")
-    for name in ('mouth', 'eyes'):
+    for name in SIGNALS:
+        s = rec[name]
+        print(f"reconstruction {name} (same person): median r {_fmt(s['r_median'], '.2f')}, median amplitude "
+              f"ratio {_fmt(s['ratio_median'], '.2f')} over {s['clips_exercised']} clips that move it")
+    for name in SIGNALS:
         s = tr[name]
         print(f"transfer {name}: median r {_fmt(s['r_median'], '.2f')}, median amplitude ratio "
               f"{_fmt(s['ratio_median'], '.2f')} over {s['pairs_exercised']} pairs that move it")
