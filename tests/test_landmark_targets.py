@@ -23,6 +23,7 @@ from fomm_model.training.landmark_targets import (
     clip_targets,
     load_or_compute,
     mirror,
+    mouth_gap,
 )
 from fomm_model.training.trainer import Trainer, TrainingError, TrainOptions
 from fomm_model.training.video_frames import read_frames
@@ -128,6 +129,30 @@ def test_landmark_loss_skips_frames_without_a_face():
     loss.backward()
     assert torch.isfinite(kp.grad).all() and kp.grad[1].abs().sum() == 0 and kp.grad[0, [3, 1]].abs().sum() > 0
     assert landmark_loss(kp, torch.full((2, 2, 2), float('nan')), [0, 1]).item() == 0
+
+
+def test_mouth_contrast_pairs_open_and_close_the_mouth(faces, tmp_path):
+    """On real clips, mouth-contrasting pairs differ in lip gap far more than random pairs, and their frames are
+    the most and least open mouth of the candidates; without targets the option is a clear error."""
+    targets = load_or_compute(sorted((faces / 'train').iterdir()), (128, 128), tmp_path, progress=False)
+
+    def gap_differences(contrast: float) -> list[float]:
+        data = FramesDataset(faces, frame_shape=(128, 128, 3), landmark_targets=targets, mouth_contrast=contrast)
+        diffs = []
+        for position in range(24):
+            item = data.get(position % len(data), epoch=0, position=position)
+            pair = torch.stack([item['source_landmarks'], item['driving_landmarks']]).numpy()
+            diffs.append(abs(float(np.diff(mouth_gap(pair))[0])))
+        return diffs
+
+    random_pairs, contrasting = gap_differences(0.0), gap_differences(1.0)
+    assert np.mean(contrasting) > 2 * np.mean(random_pairs), (np.mean(contrasting), np.mean(random_pairs))
+    widest = min(float(np.nanmax(mouth_gap(t)) - np.nanmin(mouth_gap(t))) for t in targets.values())
+    assert min(contrasting) >= 0.99 * widest  # 8-frame clips: every frame is a candidate, so the extremes
+    with pytest.raises(ValueError, match='mouth_contrast needs landmark targets'):
+        FramesDataset(faces, frame_shape=(128, 128, 3), mouth_contrast=1.0).get(0)
+    with pytest.raises(ValueError, match=r'in \[0, 1\]'):
+        FramesDataset(faces, frame_shape=(128, 128, 3), mouth_contrast=2.0)
 
 
 def _mouth_targets(centre, corner_distance):

@@ -53,6 +53,12 @@ def to_keypoint_coordinates(pixels: np.ndarray, size: tuple[int, int]) -> np.nda
     return (2.0 * np.asarray(pixels, np.float64) / (np.array([w, h]) - 1.0) - 1.0).astype(np.float32)
 
 
+def mouth_gap(targets: np.ndarray) -> np.ndarray:
+    """(T,) distance between the inner upper and lower lip of (T, A, 2) targets (NaN where no face was found)."""
+    t = np.asarray(targets, np.float32)
+    return np.linalg.norm(t[:, ANCHOR_NAMES.index('upper_lip')] - t[:, ANCHOR_NAMES.index('lower_lip')], axis=-1)
+
+
 def mirror(targets: np.ndarray) -> np.ndarray:
     """Targets (..., A, 2) of a horizontally flipped image: x negated, mirror twins swapped."""
     flipped = np.array(targets, dtype=np.float32, copy=True)[..., list(MIRROR), :]

@@ -243,7 +243,7 @@ class Trainer:
 
         dp = self.config['dataset_params']
         self.dataset = FramesDataset(is_train=True, random_seed=opts.seed, cache_bytes=opts.cache_bytes, **dp)
-        if self.weights['landmarks'] != 0 or self.weights['mouth'] != 0:
+        if self.weights['landmarks'] != 0 or self.weights['mouth'] != 0 or self.dataset.mouth_contrast > 0:
             self.dataset.landmark_targets = self._landmark_targets()
         self.sampler = EpochSampler(len(self.dataset), self.tp.get('num_repeats', 1), seed=opts.seed,
                                     rank=self.rank, world_size=self.world)
