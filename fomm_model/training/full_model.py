@@ -1,10 +1,10 @@
 """Training losses of the original model.py: GeneratorFullModel and DiscriminatorFullModel.
 
 They are nn.Modules that run the networks and return a dict of weighted losses, so a whole training
-forward can be wrapped by DistributedDataParallel. Two deliberate extensions, both absent from the original and 0
-by default: ``loss_weights.l1`` adds a pixel L1 term between prediction and driving frame, and
+forward can be wrapped by DistributedDataParallel. Three deliberate extensions, all absent from the original and 0
+by default: ``loss_weights.l1`` adds a pixel L1 term between prediction and driving frame,
 ``loss_weights.landmarks`` pulls the keypoints named by ``train_params.landmark_keypoints`` onto face landmarks
-(see :mod:`.landmark_targets`).
+(see :mod:`.landmark_targets`), and ``loss_weights.mouth`` weighs the mouth (:meth:`GeneratorFullModel.mouth_loss`).
 """
 from __future__ import annotations
 
