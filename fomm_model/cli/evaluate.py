@@ -4,10 +4,10 @@ Reconstruction: every test clip rebuilt from its first frame (absolute keypoints
 AKD = mean distance in pixels, at the model's frame size, between MediaPipe Face Mesh landmarks of the real and
 the rebuilt frames (the paper's face metric), with L1 and both scores' static baselines (first frame repeated).
 Reconstruction also scores the same person's mouth and eye opening (r and amplitude ratio, as transfer does):
-what the generator renders at all. Transfer: every avatar animated by every clip (relative, adapt-scale, anchored on the first frame); per pair
-the Pearson correlation and amplitude ratio of mouth and eye opening between driver and output, how often the
-output has no face, and medians over pairs. Defaults: the bundled face-128 model, ../shared's test clips and
-avatars. Needs the landmark model once: python -m fomm_model.evaluation.landmarks --fetch
+what the generator renders at all. Transfer: every avatar animated by every clip (relative, adapt-scale, anchored
+on the first frame); per pair the Pearson correlation and amplitude ratio of mouth and eye opening between driver
+and output, how often the output has no face, and medians over pairs. Defaults: the bundled face-128 model,
+../shared's test clips and avatars. Needs the landmark model once: python -m fomm_model.evaluation.landmarks --fetch
 """
 from __future__ import annotations
 
@@ -117,11 +117,11 @@ def _summarize_reconstruction(entries: list[dict]) -> dict:
 
 
 def _signal_medians(scores: list[dict]) -> dict:
-    """Median r and amplitude ratio over the clips that exercise a signal (as the transfer summary's)."""
-    from ..evaluation.metrics import median
-    used = [s for s in scores if s['exercised']]
-    return {'clips_exercised': len(used), 'r_median': median(s['r'] for s in used),
-            'ratio_median': median(s['ratio'] for s in used)}
+    """Median r and amplitude ratio over the clips that exercise a signal, by the transfer summary's rule."""
+    from ..evaluation.metrics import SignalScore
+    from ..evaluation.transfer import signal_medians
+    used, r, ratio = signal_medians([SignalScore(**s) for s in scores])
+    return {'clips_exercised': used, 'r_median': r, 'ratio_median': ratio}
 
 
 def run(args: argparse.Namespace) -> int:

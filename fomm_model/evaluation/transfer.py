@@ -83,6 +83,13 @@ def score_pair(driver: ClipMeasures, output: ClipMeasures, avatar: str = '', vid
     return PairScore(avatar, video, len(output.landmarks), output.no_face_rate, signals)
 
 
+def signal_medians(scores: Sequence[SignalScore]) -> tuple[int, float | None, float | None]:
+    """(how many exercise the signal, their median r, their median amplitude ratio); an undefined r (a constant
+    output) counts as a failure."""
+    used = [s for s in scores if s.exercised]
+    return len(used), median(s.r if s.r is not None else -1.0 for s in used), median(s.ratio for s in used)
+
+
 def summarize(pairs: Sequence[PairScore]) -> dict:
     """Medians over pairs (each signal over the pairs that exercised it) and the overall verdict.
 
@@ -93,10 +100,8 @@ def summarize(pairs: Sequence[PairScore]) -> dict:
                  'no_face_rate_median': median(p.no_face_rate for p in pairs)}
     verdicts = []
     for name in SIGNALS:
-        used = [p.signals[name] for p in pairs if p.signals[name].exercised]
-        r = median(s.r if s.r is not None else -1.0 for s in used)   # an undefined r counts as a failure
-        ratio = median(s.ratio for s in used)
-        out[name] = {'pairs_exercised': len(used), 'r_median': r, 'ratio_median': ratio}
+        used, r, ratio = signal_medians([p.signals[name] for p in pairs])
+        out[name] = {'pairs_exercised': used, 'r_median': r, 'ratio_median': ratio}
         if used:
             verdicts.append(r is not None and r >= MIN_CORRELATION and ratio is not None
                             and AMPLITUDE_RANGE[0] <= ratio <= AMPLITUDE_RANGE[1])
