@@ -142,14 +142,15 @@ class FramesDataset(Dataset):
             if self.landmark_targets is None:
                 raise ValueError("dataset_params.mouth_contrast needs landmark targets (loss_weights.landmarks or "
                                  "loss_weights.mouth in the config)")
-            gaps = mouth_gap(self._targets(path, num_frames, slice(None)))
             candidates = rng.choice(num_frames, size=min(MOUTH_CONTRAST_CANDIDATES, num_frames), replace=False)
-            known = candidates[np.isfinite(gaps[candidates])]
-            if len(known) >= 2:
-                return np.sort([known[np.argmin(gaps[known])], known[np.argmax(gaps[known])]])
+            gaps = mouth_gap(self._targets(path, num_frames, candidates))
+            known = np.isfinite(gaps)
+            if known.sum() >= 2:
+                frames, gaps = candidates[known], gaps[known]
+                return np.sort([frames[np.argmin(gaps)], frames[np.argmax(gaps)]])
         return np.sort(rng.choice(num_frames, replace=True, size=2))
 
-    def _targets(self, path: Path, num_frames: int, idx) -> np.ndarray | None:
+    def _targets(self, path: Path, num_frames: int, idx: np.ndarray) -> np.ndarray | None:
         if self.landmark_targets is None:
             return None
         targets = self.landmark_targets.get(path.name)
