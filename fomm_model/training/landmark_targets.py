@@ -87,7 +87,9 @@ def _fingerprint(videos: Sequence[Path], size: tuple[int, int]) -> str:
         h.update(v.name.encode() + b'|')
         files = sorted(p for p in v.rglob('*') if p.is_file()) if v.is_dir() else [v]  # a frame folder, or a file
         for f in files:
-            h.update(f.read_bytes())
+            with open(f, 'rb') as stream:  # in chunks: a long video is not read into memory at once
+                for chunk in iter(lambda: stream.read(1 << 20), b''):
+                    h.update(chunk)
     return h.hexdigest()[:16]
 
 
