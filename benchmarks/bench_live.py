@@ -3,7 +3,7 @@ same run (engine overhead = extra time per frame on top of keypoints + generator
 
     python -m benchmarks.bench_live [--backends torch,onnx,openvino] [--rounds 7] [--detect-every 3] [--detect-sync]
 
-Per backend, on a face clip used as the camera, with the bundled face-128 model (trained weights matter: the
+Per backend, on a face clip used as the camera, with the bundled model (trained weights matter: the
 face detector runs more often while the model's keypoints say the face moves):
 'offline' rounds (realtime=False, every frame processed as fast as possible: throughput and overhead), each
 right after timing the bare model step, the median round reported; then one 'live' run (the clip paced at its
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--detect-every', type=int, default=3)
     p.add_argument('--detect-sync', action='store_true', help='face detection on the engine thread (the old way)')
     p.add_argument('--threads', type=int, default=None, help='torch threads (default: all cores)')
-    p.add_argument('--checkpoint', default=None, help='a face-128 checkpoint (default: the bundled model)')
+    p.add_argument('--checkpoint', default=None, help='a checkpoint of a 128-px face model (default: the bundled one)')
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     from fomm_model.devices import describe_cpu

@@ -3,7 +3,7 @@ batching, bytes per frame per transport mode, and the cost of each image codec.
 
     python -m benchmarks.bench_remote [--rounds 5] [--frames 30] [--seconds 8] [--streams 1 2 4 8]
 
-Servers are real (``main.py serve`` subprocesses: Ray Serve, the bundled face-128 model, float32, one replica
+Servers are real (``main.py serve`` subprocesses: Ray Serve, the bundled model, float32, one replica
 with one torch thread); the first is started with batching (up to 8 frames, 3 ms wait), the second without
 (``--max-batch 1``). Everything shares this machine's cores, client and server included, so:
 
@@ -209,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     from fomm_model.devices import describe_cpu
     from live.remote.process import ServeProcess
     models, key, frames, avatars = load()
-    print(f'CPU: {describe_cpu()}; load average {os.getloadavg()[0]:.1f} at start; face-128 (128 px), float32, '
+    from fomm_model.defaults import DEFAULT_CONFIG
+    print(f'CPU: {describe_cpu()}; load average {os.getloadavg()[0]:.1f} at start; {DEFAULT_CONFIG} (128 px), float32, '
           f'1 torch thread on each side', flush=True)
     for codec_row in codec_costs(frames):
         (h, w), codec, e, d, nbytes = codec_row

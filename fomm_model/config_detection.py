@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 NETWORKS = ('kp_detector', 'generator')
 # ties broken last by this order (the face models first), then by name
-PREFERENCE = (DEFAULT_CONFIG, 'vox-256', 'vox-adv-256')
+PREFERENCE = (DEFAULT_CONFIG, 'face-128', 'vox-256', 'vox-adv-256')
 
 
 class ConfigDetectionError(CheckpointError):

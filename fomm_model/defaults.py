@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DEFAULT_CONFIG = 'face-128'
-DEFAULT_CHECKPOINT = Path('assets/models/face-128.pth.tar')  # relative to the repository root
+DEFAULT_CONFIG = 'face-128-v3'
+DEFAULT_CHECKPOINT = Path('assets/models/face-128-v3.pth.tar')  # relative to the repository root
 
 
 def repo_root() -> Path:
@@ -15,14 +15,14 @@ def repo_root() -> Path:
 
 
 def default_checkpoint_path() -> Path:
-    """Absolute path of the bundled face-128 checkpoint (it may not exist yet before training)."""
+    """Absolute path of the bundled checkpoint (it may not exist yet before training)."""
     return repo_root() / DEFAULT_CHECKPOINT
 
 
 def resolve_model(config: str | None, checkpoint: str | Path | None) -> tuple[str, Path]:
     """The (config, checkpoint file) to load, with the defaults filled in.
 
-    No checkpoint: the bundled face-128 model. A checkpoint that is not a file may name an installed model
+    No checkpoint: the bundled model. A checkpoint that is not a file may name an installed model
     (:mod:`fomm_model.model_store`). No config: the bundled model's own, the one recorded when a model was
     installed, else the one found from the checkpoint's parameter names and shapes
     (:mod:`fomm_model.config_detection`; ConfigDetectionError when none fits).

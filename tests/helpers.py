@@ -38,6 +38,13 @@ def make_checkpoint(path: Path, config: str | Path = 'face-128', seed: int = 0,
     return path
 
 
+def load_bundled(with_discriminator: bool | None = None):
+    """The bundled default model (``fomm_model.defaults``: whichever model the project ships)."""
+    from fomm_model import load_checkpoint
+    from fomm_model.defaults import DEFAULT_CONFIG, default_checkpoint_path
+    return load_checkpoint(DEFAULT_CONFIG, default_checkpoint_path(), with_discriminator=with_discriminator)
+
+
 def make_clip(path: Path, frames: int = 12, clip: Path | None = None, tone: bool = False) -> Path:
     """A short real face clip; with ``tone`` a 440 Hz sine is muxed in as its sound track."""
     import imageio_ffmpeg

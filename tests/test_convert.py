@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fomm_model.inference.convert import image_to_tensor, tensor_to_image
-from tests.helpers import AVATAR
+from helpers import AVATAR
 
 
 def torch_image_to_tensor(image: np.ndarray, dtype: torch.dtype, channels_last: bool) -> torch.Tensor:
@@ -23,7 +23,7 @@ def torch_tensor_to_image(t: torch.Tensor) -> np.ndarray:
 @pytest.fixture(scope='module')
 def photo() -> np.ndarray:
     from PIL import Image
-    return np.asarray(Image.open(AVATAR).convert('RGB').resize((128, 128)))
+    return np.array(Image.open(AVATAR).convert('RGB').resize((128, 128)))
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16, torch.float16])

@@ -8,7 +8,7 @@ import pytest
 from helpers import REPO, SHARED, fomm
 
 from fomm_model.checkpoint import read_checkpoint
-from fomm_model.defaults import default_checkpoint_path
+from fomm_model.defaults import DEFAULT_CONFIG, default_checkpoint_path
 
 CARD = REPO / 'assets' / 'models' / 'MODEL_CARD.md'
 pytestmark = pytest.mark.slow   # 1,535 frames: about a minute on 2 cores (CI runs slow tests too)
@@ -19,7 +19,7 @@ def scores(tmp_path_factory) -> dict:
     if not default_checkpoint_path().is_file():
         pytest.fail(f'the bundled model {default_checkpoint_path()} is missing')
     out = tmp_path_factory.mktemp('rec') / 'scores.json'
-    proc = fomm('reconstruct', '--config', 'face-128', '--data', SHARED / 'data/faces/test', '--json', out,
+    proc = fomm('reconstruct', '--config', DEFAULT_CONFIG, '--data', SHARED / 'data/faces/test', '--json', out,
                 '--cpu', timeout=600)
     assert proc.returncode == 0, proc.stderr
     return json.loads(out.read_text())

@@ -6,9 +6,10 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers import REPO, SHARED, fomm
+from helpers import SHARED, fomm, load_bundled
 
 from fomm_model import Animator
+from fomm_model.defaults import default_checkpoint_path
 from fomm_model.evaluation.landmarks import (
     NUM_LANDMARKS,
     FaceLandmarker,
@@ -137,9 +138,7 @@ def test_correlation_and_amplitude_on_known_series():
 @pytest.mark.slow
 def test_the_bundled_model_moves_a_face_with_its_own_clip(landmarker, talking, talking_measures):
     """Same identity (source = first frame), relative mode: the rebuilt mouth follows the driver's."""
-    from fomm_model import load_checkpoint, load_config
-    models = load_checkpoint(load_config('face-128'), REPO / 'assets/models/face-128.pth.tar', device='cpu',
-                             with_discriminator=False)
+    models = load_bundled(with_discriminator=False)
     output = animate_clip(Animator(models, backend='torch', device='cpu'), talking[0], talking)
     assert len(output) == len(talking) and output[0].shape == (*SIZE, 3) and output[0].dtype == np.uint8
     pair = score_pair(talking_measures, measure_clip(landmarker, output))
@@ -199,7 +198,7 @@ def test_cli_evaluate_bad_input_is_a_clear_error(tmp_path, capsys):
     empty = tmp_path / 'empty'
     empty.mkdir()
     checkpoint = tmp_path / 'model.pth.tar'
-    shutil.copyfile(REPO / 'assets/models/face-128.pth.tar', checkpoint)
+    shutil.copyfile(default_checkpoint_path(), checkpoint)
     for args, message in [(['--max_frames', '2'], '--max_frames must be >= 3'),
                           (['--data', str(SHARED / 'data/faces/test'), '--avatars', str(empty)], 'no avatar images'),
                           (['--data', str(tmp_path / 'nowhere')], 'data folder not found'),

@@ -1,6 +1,6 @@
 """Models in the window: the picker and dropping a checkpoint onto the window (installed once it loads, then used),
-with the real engine on a face clip and random-weight checkpoints (face-128-v2 has 15 keypoints, the bundled
-face-128 model 10, so the frames say which model runs)."""
+with the real engine on a face clip and random-weight checkpoints (the bundled face-128-v3 model has 15 keypoints, a
+face-128 checkpoint 10, so the frames say which model runs)."""
 from __future__ import annotations
 
 import os
@@ -31,8 +31,8 @@ TIMEOUT_MS = 60_000
 
 
 @pytest.fixture(scope='module')
-def v2_checkpoint(tmp_path_factory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp('ckpt') / 'fifteen.pth.tar', 'face-128-v2')
+def ten_checkpoint(tmp_path_factory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp('ckpt') / 'ten.pth.tar', 'face-128')
 
 
 @pytest.fixture()
@@ -76,27 +76,27 @@ class Harness:
         return None if kp is None else kp.reshape(-1, 2).shape[0]
 
 
-def test_session_installs_a_checkpoint_switches_to_it_and_back(tmp_path, monkeypatch, v2_checkpoint,
+def test_session_installs_a_checkpoint_switches_to_it_and_back(tmp_path, monkeypatch, ten_checkpoint,
                                                                bad_checkpoint):
     monkeypatch.setenv(MODELS_DIR_ENV, str(tmp_path / 'models'))
     h = Harness(tmp_path, tmp_path / 'models')
     s = h.session
     try:
         s.start()
-        h.pump_until(lambda: h.keypoints() == 10)                  # the bundled model
-        s.install_model(v2_checkpoint)
-        h.pump_until(lambda: h.keypoints() == 15)                  # installed, then loaded in place
-        assert s.model.checkpoint == 'fifteen' and s.model.config is None
-        assert [e.name for e in s.models()] == ['face-128', 'fifteen']
-        assert ('models' in [n for n, _ in h.events]) and any('Installed the model "fifteen"' in t
+        h.pump_until(lambda: h.keypoints() == 15)                  # the bundled model
+        s.install_model(ten_checkpoint)
+        h.pump_until(lambda: h.keypoints() == 10)                  # installed, then loaded in place
+        assert s.model.checkpoint == 'ten' and s.model.config is None
+        assert [e.name for e in s.models()] == ['face-128-v3', 'ten']
+        assert ('models' in [n for n, _ in h.events]) and any('Installed the model "ten"' in t
                                                                for t, _ in h.notices())
         s.install_model(bad_checkpoint)                            # refused: said why, nothing copied, model stays
         h.pump_until(lambda: any(warn and t.startswith('Model not installed:') for t, warn in h.notices()))
         assert 'broken.pth.tar' in h.notices()[-1][0] and 'could not read checkpoint' in h.notices()[-1][0]
-        assert sorted(p.name for p in h.models_dir.iterdir()) == ['fifteen.json', 'fifteen.pth.tar']
-        assert s.model.checkpoint == 'fifteen'
+        assert sorted(p.name for p in h.models_dir.iterdir()) == ['ten.json', 'ten.pth.tar']
+        assert s.model.checkpoint == 'ten'
         s.use_model(None)
-        h.pump_until(lambda: h.keypoints() == 10 and s.engine.model_options.checkpoint is None)
+        h.pump_until(lambda: h.keypoints() == 15 and s.engine.model_options.checkpoint is None)
     finally:
         s.close_engine()
 
@@ -113,7 +113,7 @@ def _drop(widget, paths: list[Path]) -> None:
     widget.dropEvent(event)
 
 
-def test_dropping_a_checkpoint_on_the_window_installs_and_picks_it(qtbot, tmp_path, monkeypatch, v2_checkpoint,
+def test_dropping_a_checkpoint_on_the_window_installs_and_picks_it(qtbot, tmp_path, monkeypatch, ten_checkpoint,
                                                                   bad_checkpoint):
     models = tmp_path / 'models'
     monkeypatch.setenv(MODELS_DIR_ENV, str(models))
@@ -124,7 +124,7 @@ def test_dropping_a_checkpoint_on_the_window_installs_and_picks_it(qtbot, tmp_pa
     try:
         window.show()
         combo = window.controls.model_combo
-        assert combo.count() == 1 and combo.currentData() is None and 'face-128' in combo.currentText()
+        assert combo.count() == 1 and combo.currentData() is None and 'face-128-v3' in combo.currentText()
         qtbot.waitUntil(lambda: window.last_result is not None, timeout=TIMEOUT_MS)
 
         _drop(window, [bad_checkpoint])                            # a bad file: a clear message, nothing installed
@@ -133,35 +133,35 @@ def test_dropping_a_checkpoint_on_the_window_installs_and_picks_it(qtbot, tmp_pa
         assert not models.exists() or list(models.iterdir()) == []
         assert combo.count() == 1
 
-        _drop(window, [v2_checkpoint])
-        qtbot.waitUntil(lambda: combo.count() == 2 and combo.currentData() == 'fifteen', timeout=TIMEOUT_MS)
-        qtbot.waitUntil(lambda: _keypoints(window.last_result) == 15,
+        _drop(window, [ten_checkpoint])
+        qtbot.waitUntil(lambda: combo.count() == 2 and combo.currentData() == 'ten', timeout=TIMEOUT_MS)
+        qtbot.waitUntil(lambda: _keypoints(window.last_result) == 10,
                         timeout=TIMEOUT_MS)
-        assert (models / 'fifteen.pth.tar').is_file()
+        assert (models / 'ten.pth.tar').is_file()
 
         combo.setCurrentIndex(combo.findData(None))               # the picker: back to the bundled model
         combo.activated.emit(combo.currentIndex())
-        qtbot.waitUntil(lambda: _keypoints(window.last_result) == 10,
+        qtbot.waitUntil(lambda: _keypoints(window.last_result) == 15,
                         timeout=TIMEOUT_MS)
         assert window.session.model.checkpoint is None
     finally:
         window.close()
 
 
-def test_a_checkpoint_on_the_command_line_brings_its_own_config(qtbot, tmp_path, monkeypatch, v2_checkpoint):
+def test_a_checkpoint_on_the_command_line_brings_its_own_config(qtbot, tmp_path, monkeypatch, ten_checkpoint):
     """Not the config remembered from a run with another model: the window finds it from the file."""
     monkeypatch.setenv(MODELS_DIR_ENV, str(tmp_path / 'models'))
     store = SettingsStore(tmp_path / 'settings.ini')
-    store.save_dataclass('model', ModelOptions(config='face-128'))
+    store.save_dataclass('model', ModelOptions(config='face-128-v3'))
     store.sync()
     ns = parse_gui_args(['--input', str(CLIPS[0]), '--backend', 'torch', '--device', 'cpu',
-                         '--checkpoint', str(v2_checkpoint)])
+                         '--checkpoint', str(ten_checkpoint)])
     window = create_window(ns, store=store, library=AvatarLibrary(tmp_path / 'avatars'), camera_lister=lambda: [])
     qtbot.addWidget(window)
     try:
         window.show()
-        qtbot.waitUntil(lambda: _keypoints(window.last_result) == 15, timeout=TIMEOUT_MS)
+        qtbot.waitUntil(lambda: _keypoints(window.last_result) == 10, timeout=TIMEOUT_MS)
         assert window.session.model.config is None
-        assert window.controls.model_combo.currentText() == 'fifteen.pth.tar (file, not installed)'
+        assert window.controls.model_combo.currentText() == 'ten.pth.tar (file, not installed)'
     finally:
         window.close()

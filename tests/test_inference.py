@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import load_bundled
 
 from fomm_model import Animator, load_checkpoint, load_config
 from fomm_model.devices import cpu_has_fast_bfloat16
@@ -27,7 +27,6 @@ from fomm_model.inference.torch_runner import TorchRunner
 from fomm_model.inference.verify import time_interleaved
 from fomm_model.video_io import read_image, read_video, resize_image
 
-BUNDLED = Path(__file__).resolve().parents[1] / 'assets' / 'models' / 'face-128.pth.tar'
 RUNTIMES = ['onnx', 'openvino']
 
 
@@ -53,7 +52,7 @@ def tiny(reference_dir):
 @pytest.fixture(scope='module')
 def bundled(shared_dir):
     """The bundled model, a real portrait and real frames of a held-out talking-head clip."""
-    models = load_checkpoint(load_config('face-128'), BUNDLED)
+    models = load_bundled()
     avatar = resize_image(read_image(shared_dir / 'data' / 'avatars' / 'mona_lisa.png'), (128, 128))
     clip = sorted((shared_dir / 'data' / 'faces' / 'test').glob('*.mp4'))[0]
     frames, _ = read_video(clip, max_frames=24)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import AVATAR, clip_frames
+from helpers import AVATAR, clip_frames, load_bundled
 
-from fomm_model import Animator, load_checkpoint, normalize_kp
+from fomm_model import Animator, normalize_kp
 from fomm_model.face_detection import FaceDetector
 from live.avatar import load_avatar
 from live.cropper import FaceCropper
@@ -23,7 +23,7 @@ PLAIN = Settings(mirror_preview=False, paste_back=False)
 @pytest.fixture(scope='module')
 def models():
     torch.set_num_threads(1)
-    return load_checkpoint('face-128', 'assets/models/face-128.pth.tar')
+    return load_bundled()
 
 
 @pytest.fixture(scope='module')

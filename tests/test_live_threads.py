@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import AVATAR, REPO, SHARED
+from helpers import AVATAR, SHARED, load_bundled
 
 import live
-from fomm_model import load_checkpoint, load_config
 from fomm_model.inference import create_runner
 from fomm_model.inference.threads import OMP_WAIT_ENV
 from live.engine import Engine
@@ -51,7 +50,7 @@ def test_engine_applies_and_reports_the_thread_count(threads):
 
 
 def test_model_threads_follow_the_frame_times_on_a_real_runner():
-    models = load_checkpoint(load_config('face-128'), REPO / 'assets' / 'models' / 'face-128.pth.tar')
+    models = load_bundled()
     runner = create_runner(models, (128, 128), 'torch', 'cpu', verify=False).runner
     before = torch.get_num_threads()
     try:

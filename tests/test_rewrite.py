@@ -7,15 +7,13 @@ import copy
 import pytest
 import torch
 
-from fomm_model import load_checkpoint, load_config
 from fomm_model.inference.graphs import FrameGenerator, KeypointGraph, prepare_source
 from fomm_model.inference.rewrite import SubpixelUpBlock2d, rewritable, subpixel_up_blocks
 from fomm_model.inference.torch_runner import TorchRunner
 from fomm_model.modules.util import UpBlock2d
 
-from helpers import REPO
+from helpers import load_bundled
 
-BUNDLED = REPO / 'assets' / 'models' / 'face-128.pth.tar'
 
 
 def _block(cin: int, cout: int, seed: int) -> UpBlock2d:
@@ -61,7 +59,7 @@ def test_only_blocks_it_reproduces_are_rewritten():
 
 
 def test_bundled_model_rewritten_computes_the_same_frames():
-    models = load_checkpoint(load_config('face-128'), BUNDLED)
+    models = load_bundled()
     kp, generator = copy.deepcopy(models.kp_detector).eval(), copy.deepcopy(models.generator).eval()
     replaced = subpixel_up_blocks(kp) + subpixel_up_blocks(generator)
     ups = [m for m in list(models.kp_detector.modules()) + list(models.generator.modules()) if isinstance(m, UpBlock2d)]
@@ -82,7 +80,7 @@ def test_bundled_model_rewritten_computes_the_same_frames():
 
 
 def test_torch_runner_rewrites_its_copy_and_never_the_callers_model():
-    models = load_checkpoint(load_config('face-128'), BUNDLED)
+    models = load_bundled()
     before = sum(isinstance(m, UpBlock2d) for m in models.generator.modules())
     fast = TorchRunner(models)
     assert sum(isinstance(m, UpBlock2d) for m in models.generator.modules()) == before

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import load_bundled
 
-from fomm_model import load_checkpoint
 from fomm_model.inference import (
     RunnerError,
     create_runner,
@@ -21,7 +21,7 @@ SIZE = (128, 128)
 @pytest.fixture(scope='module')
 def models():
     torch.set_num_threads(1)
-    return load_checkpoint('face-128', 'assets/models/face-128.pth.tar', with_discriminator=False)
+    return load_bundled(with_discriminator=False)
 
 
 @pytest.fixture(autouse=True)

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from fomm_model import build_models, load_checkpoint, load_config
+from helpers import load_bundled
+
+from fomm_model import build_models, load_config
+from fomm_model.defaults import DEFAULT_CONFIG, default_checkpoint_path
 from fomm_model.training.video_frames import read_frames
 from fomm_model.training.warm_start import WarmStartError, warm_start
-
-BUNDLED = 'assets/models/face-128.pth.tar'
 
 
 @pytest.fixture(scope='module')
@@ -26,24 +27,37 @@ def predict(models, frames):
         return models.generator(frames[:1], kp_driving=kp_d, kp_source=kp_s)['prediction']
 
 
+def bundled_config(**dense_motion) -> dict:
+    """The bundled model's config with 20 keypoints (5 more) or with other dense-motion parameters."""
+    config = load_config(DEFAULT_CONFIG)
+    params = config['model_params']
+    if dense_motion:
+        params['generator_params']['dense_motion_params'].update(dense_motion)
+    else:
+        params['common_params']['num_kp'] += 5
+    return config
+
+
 def test_grown_model_computes_what_the_old_one_did(frames):
     torch.manual_seed(0)
-    old = load_checkpoint(load_config('face-128'), BUNDLED, with_discriminator=False)
-    new = build_models(load_config('face-128-v2'), with_discriminator=False)
-    summary = warm_start(new, BUNDLED, frames, noise=0.0)
-    assert summary['keypoints'] == '10 -> 15' and len(summary['copied_keypoints']) == 5
+    bundled = default_checkpoint_path()
+    old = load_bundled(with_discriminator=False)
+    n = load_config(DEFAULT_CONFIG)['model_params']['common_params']['num_kp']
+    new = build_models(bundled_config(), with_discriminator=False)
+    summary = warm_start(new, bundled, frames, noise=0.0)
+    assert summary['keypoints'] == f'{n} -> {n + 5}' and len(summary['copied_keypoints']) == 5
     kp_old, kp_new = old.kp_detector(frames), new.eval().kp_detector(frames)
-    torch.testing.assert_close(kp_new['value'][:, :10], kp_old['value'])
+    torch.testing.assert_close(kp_new['value'][:, :n], kp_old['value'])
     copies = summary['copied_keypoints']
-    torch.testing.assert_close(kp_new['value'][:, 10:], kp_old['value'][:, copies])
+    torch.testing.assert_close(kp_new['value'][:, n:], kp_old['value'][:, copies])
     # copies are the lowest keypoints (mouth, jaw): nothing left out sits lower on average
     mean_y = kp_old['value'][..., 1].mean(0)
-    assert mean_y[copies].min() >= max(mean_y[i] for i in range(10) if i not in copies)
+    assert mean_y[copies].min() >= max(mean_y[i] for i in range(n) if i not in copies)
     assert (predict(new, frames) - predict(old, frames)).abs().max() < 1e-3
     # with the default noise the copies move apart a little, and the output barely changes
-    noisy = build_models(load_config('face-128-v2'), with_discriminator=False)
-    warm_start(noisy, BUNDLED, frames)
-    moved = (noisy.eval().kp_detector(frames)['value'][:, 10:] - kp_old['value'][:, copies]).abs().max()
+    noisy = build_models(bundled_config(), with_discriminator=False)
+    warm_start(noisy, bundled, frames)
+    moved = (noisy.eval().kp_detector(frames)['value'][:, n:] - kp_old['value'][:, copies]).abs().max()
     assert 0 < moved < 0.05
     assert (predict(noisy, frames) - predict(old, frames)).abs().max() < 0.1
 
@@ -57,11 +71,9 @@ def test_shrinking_or_other_widths_are_refused(frames, reference_dir):
 def test_a_finer_dense_motion_grid_starts_from_the_same_weights(frames):
     """scale_factor 0.25 -> 0.5: every learnt weight is copied, only the fixed anti-aliasing kernel differs."""
     from fomm_model.modules.util import AntiAliasInterpolation2d
-    old = load_checkpoint(load_config('face-128'), BUNDLED, with_discriminator=False)
-    config = load_config('face-128')
-    config['model_params']['generator_params']['dense_motion_params']['scale_factor'] = 0.5
-    new = build_models(config, with_discriminator=False)
-    summary = warm_start(new, BUNDLED, frames)
+    old = load_bundled(with_discriminator=False)
+    new = build_models(bundled_config(scale_factor=0.5), with_discriminator=False)
+    summary = warm_start(new, default_checkpoint_path(), frames)
     assert summary['rescaled'] == ['generator.dense_motion_network.down.weight']
     old_state, new_state = old.generator.state_dict(), new.generator.state_dict()
     for k, v in old_state.items():
@@ -69,6 +81,7 @@ def test_a_finer_dense_motion_grid_starts_from_the_same_weights(frames):
             torch.testing.assert_close(new_state[k], v.to(new_state[k].dtype), msg=k)
     fresh = AntiAliasInterpolation2d(3, 0.5).weight
     torch.testing.assert_close(new_state['dense_motion_network.down.weight'], fresh)
-    # the same function seen through a finer grid: close to the old output, not equal
+    # the same function seen through a finer grid: close to the old output, not equal (bundled face-128-v3: 0.051;
+    # the same networks untrained: 0.12)
     diff = (predict(new, frames) - predict(old, frames)).abs().mean()
-    assert 0 < diff < 0.05
+    assert 0 < diff < 0.07

@@ -1,7 +1,7 @@
 """Animate a source image with the motion of a driving video (the original demo.py).
 
 Example: fomm animate --source_image me.png --driving_video talk.mp4 --result_video out.mp4 --relative --adapt_scale
-Without --checkpoint the bundled face-128 model (assets/models/face-128.pth.tar) is used.
+Without --checkpoint the bundled model (``fomm_model.defaults``: assets/models/face-128-v3.pth.tar) is used.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              'its parameter shapes)')
     parser.add_argument('--checkpoint', default=None,
                         help='checkpoint .pth.tar or the name of an installed model (fomm models list; default: the '
-                             'bundled face-128)')
+                             'bundled model)')
     parser.add_argument('--source_image', required=True, help='image to animate (PNG/JPEG; alpha over white)')
     parser.add_argument('--driving_video', required=True, help='video (or GIF / folder of frames) to take motion from')
     parser.add_argument('--result_video', default='result.mp4',

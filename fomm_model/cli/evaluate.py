@@ -6,7 +6,7 @@ the rebuilt frames (the paper's face metric), with L1 and both scores' static ba
 Reconstruction also scores the same person's mouth and eye opening (r and amplitude ratio, as transfer does):
 what the generator renders at all. Transfer: every avatar animated by every clip (relative, adapt-scale, anchored
 on the first frame); per pair the Pearson correlation and amplitude ratio of mouth and eye opening between driver
-and output, how often the output has no face, and medians over pairs. Defaults: the bundled face-128 model,
+and output, how often the output has no face, and medians over pairs. Defaults: the bundled model,
 ../shared's test clips and avatars. Needs the landmark model once: python -m fomm_model.evaluation.landmarks --fetch
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              'its parameter shapes)')
     parser.add_argument('--checkpoint', default=None,
                         help='checkpoint .pth.tar or the name of an installed model (fomm models list; default: the '
-                             'bundled face-128)')
+                             'bundled model)')
     parser.add_argument('--data', default=None, help='folder of driving / test videos (its test/ subfolder if '
                                                      'present; default: ../shared/data/faces/test)')
     parser.add_argument('--avatars', default=None, help='folder of avatar images (default: ../shared/data/avatars)')

@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              'its parameter shapes)')
     parser.add_argument('--checkpoint', default=None,
                         help='checkpoint .pth.tar or the name of an installed model (fomm models list; default: the '
-                             'bundled face-128)')
+                             'bundled model)')
     parser.add_argument('--data', required=True, help='folder of videos (its test/ subfolder is used if present)')
     parser.add_argument('--out', default=None, help='write side-by-side videos (driving | prediction) here')
     parser.add_argument('--json', default=None, help='write the scores here (default: OUT/reconstruction.json '
