@@ -45,6 +45,13 @@ def load_bundled(with_discriminator: bool | None = None):
     return load_checkpoint(DEFAULT_CONFIG, default_checkpoint_path(), with_discriminator=with_discriminator)
 
 
+def bundled_num_kp() -> int:
+    """How many keypoints the bundled model has (tests that count them follow the shipped model)."""
+    from fomm_model import load_config
+    from fomm_model.defaults import DEFAULT_CONFIG
+    return load_config(DEFAULT_CONFIG)['model_params']['common_params']['num_kp']
+
+
 def make_clip(path: Path, frames: int = 12, clip: Path | None = None, tone: bool = False) -> Path:
     """A short real face clip; with ``tone`` a 440 Hz sine is muxed in as its sound track."""
     import imageio_ffmpeg

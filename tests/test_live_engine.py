@@ -7,17 +7,14 @@ import time
 
 import numpy as np
 import pytest
-from helpers import AVATAR, SHARED
+from helpers import AVATAR, SHARED, bundled_num_kp
 
-from fomm_model import load_config
-from fomm_model.defaults import DEFAULT_CONFIG
 from live.engine import Engine, EngineError, camera_request
 from live.options import CaptureOptions, ModelOptions, Settings
 
 CLIP = SHARED / 'data' / 'faces' / 'test' / 'grid_lwbsza#grid_lipnet__lwbsza.mp4'   # 75 frames, 25 fps
 OTHER = SHARED / 'data' / 'faces' / 'test' / 'grid_swiz3n#grid_lipnet__swiz3n.mp4'
 TORCH = ModelOptions(backend='torch', device='cpu')
-NUM_KP = load_config(DEFAULT_CONFIG)['model_params']['common_params']['num_kp']   # the bundled model's
 
 
 def make_engine(settings: Settings | None = None, **capture) -> Engine:
@@ -74,7 +71,7 @@ def test_engine_runs_frames_and_every_command_on_its_one_thread():
         engine.close()
     assert ran_on == 'fomm-engine' and frames.threads == {'fomm-engine'}
     r = frames.results[-1]
-    assert r.calibrated and r.face_found and r.crop_box is not None and r.keypoints.shape == (NUM_KP, 2)
+    assert r.calibrated and r.face_found and r.crop_box is not None and r.keypoints.shape == (bundled_num_kp(), 2)
     assert set(r.timings_ms) >= {'capture', 'crop', 'model', 'output', 'total'}
     assert stats.state == 'running' and stats.camera_state == 'running' and stats.camera_fps == 25
     assert stats.frames_out >= 8 and stats.frames_in >= stats.frames_out

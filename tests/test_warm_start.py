@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import load_bundled
+from helpers import bundled_num_kp, load_bundled
 
 from fomm_model import build_models, load_config
 from fomm_model.defaults import DEFAULT_CONFIG, default_checkpoint_path
@@ -27,14 +27,12 @@ def predict(models, frames):
         return models.generator(frames[:1], kp_driving=kp_d, kp_source=kp_s)['prediction']
 
 
-def bundled_config(**dense_motion) -> dict:
-    """The bundled model's config with 20 keypoints (5 more) or with other dense-motion parameters."""
+def bundled_config(extra_keypoints: int = 0, **dense_motion) -> dict:
+    """The bundled model's config with ``extra_keypoints`` more keypoints and these dense-motion parameters."""
     config = load_config(DEFAULT_CONFIG)
     params = config['model_params']
-    if dense_motion:
-        params['generator_params']['dense_motion_params'].update(dense_motion)
-    else:
-        params['common_params']['num_kp'] += 5
+    params['common_params']['num_kp'] += extra_keypoints
+    params['generator_params']['dense_motion_params'].update(dense_motion)
     return config
 
 
@@ -42,8 +40,8 @@ def test_grown_model_computes_what_the_old_one_did(frames):
     torch.manual_seed(0)
     bundled = default_checkpoint_path()
     old = load_bundled(with_discriminator=False)
-    n = load_config(DEFAULT_CONFIG)['model_params']['common_params']['num_kp']
-    new = build_models(bundled_config(), with_discriminator=False)
+    n = bundled_num_kp()
+    new = build_models(bundled_config(extra_keypoints=5), with_discriminator=False)
     summary = warm_start(new, bundled, frames, noise=0.0)
     assert summary['keypoints'] == f'{n} -> {n + 5}' and len(summary['copied_keypoints']) == 5
     kp_old, kp_new = old.kp_detector(frames), new.eval().kp_detector(frames)
@@ -55,7 +53,7 @@ def test_grown_model_computes_what_the_old_one_did(frames):
     assert mean_y[copies].min() >= max(mean_y[i] for i in range(n) if i not in copies)
     assert (predict(new, frames) - predict(old, frames)).abs().max() < 1e-3
     # with the default noise the copies move apart a little, and the output barely changes
-    noisy = build_models(bundled_config(), with_discriminator=False)
+    noisy = build_models(bundled_config(extra_keypoints=5), with_discriminator=False)
     warm_start(noisy, bundled, frames)
     moved = (noisy.eval().kp_detector(frames)['value'][:, n:] - kp_old['value'][:, copies]).abs().max()
     assert 0 < moved < 0.05
