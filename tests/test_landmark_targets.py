@@ -15,7 +15,13 @@ import yaml
 from fomm_model.evaluation.landmarks import FaceLandmarker, fetch_model
 from fomm_model.training.augmentation import Augmentation
 from fomm_model.training.dataset import FramesDataset
-from fomm_model.training.full_model import MOUTH_CROP_SIZE, landmark_loss, mouth_crops
+from fomm_model.training.full_model import (
+    MOUTH_CROP_SIZE,
+    _mouth_ellipses,
+    landmark_loss,
+    mouth_crops,
+    mouth_occlusion_loss,
+)
 from fomm_model.training.landmark_targets import (
     ANCHOR_NAMES,
     MIRROR,
@@ -279,3 +285,75 @@ def test_a_landmark_loss_without_keypoints_is_a_clear_error(faces, tmp_path):
     del config['train_params']['landmark_keypoints']
     with pytest.raises((TrainingError, ValueError), match='landmark_keypoints'):
         Trainer(TrainOptions(config=config, log_dir=tmp_path / 'run', tensorboard=False, progress=False))
+
+
+def _mouth(centre, gap, corner_distance=0.3):
+    """(A, 2) anchors of a mouth ``gap`` open (inner lips apart, keypoint coordinates) around ``centre``."""
+    t = _mouth_targets(centre, corner_distance)
+    cx, cy = centre
+    t[ANCHOR_NAMES.index('upper_lip')] = (cx, cy - gap / 2)
+    t[ANCHOR_NAMES.index('lower_lip')] = (cx, cy + gap / 2)
+    return t
+
+
+def test_mouth_occlusion_targets_the_interior_only_the_driving_frame_shows():
+    closed, opened = _mouth((0.0, 0.5), 0.02), _mouth((0.0, 0.5), 0.2)
+    moved_open = _mouth((0.3, 0.4), 0.2)                                        # the head moved, mouth as open
+    no_face = np.full_like(closed, np.nan)
+    source = torch.from_numpy(np.stack([closed, opened, opened, closed]))
+    driving = torch.from_numpy(np.stack([opened, closed, moved_open, no_face]))
+    revealed, around, known = _mouth_ellipses(source, driving, (32, 32))
+    assert known.tolist() == [True, True, True, False]
+    area = revealed.sum((1, 2, 3))
+    # opening: about the driving ellipse's area less the source's (pi * a * (b_d - b_s), in cells of 2/32 wide)
+    expected = np.pi * 0.15 * (0.1 - 0.01) / (2 / 32) ** 2
+    assert 0.7 * expected < area[0] < 1.3 * expected, (area[0], expected)
+    assert area[1] == 0 and area[2] == 0                                        # closing, or only moving: nothing
+    rows, cols = torch.nonzero(revealed[0, 0] > 0.5, as_tuple=True)             # between the lips, at the centre
+    assert abs(cols.float().mean() - 15.5) < 1 and abs(rows.float().mean() - 23.25) < 1
+    assert (around[0] >= revealed[0]).all() and around[0].sum() > 2 * area[0]  # the lips and skin around it too
+    # the loss: 0 when the map marks exactly that interior, positive when the map lets everything through
+    ones = torch.ones(4, 1, 32, 32)
+    assert mouth_occlusion_loss(1 - revealed, source, driving) < 1e-6
+    assert mouth_occlusion_loss(ones, source, driving) > 0.5                    # the interior let through
+    assert mouth_occlusion_loss(1 - around, source, driving) > 0.5             # the surroundings occluded too
+    assert mouth_occlusion_loss(ones[1:], source[1:], driving[1:]) == 0         # no opening or no face: nothing
+
+
+def test_the_mouth_occlusion_loss_marks_the_opening_mouth_on_real_clips(tmp_path):
+    """Trained on two real clips whose mouths open and close, with the same batches, the occlusion map sets the
+    interior the source does not show apart from the lips around it with the loss, and not without."""
+    root = tmp_path / 'faces'
+    (root / 'train').mkdir(parents=True)
+    for clip in CLIPS:
+        if clip.name.split('#')[0] in ('dpe_s', 'iplap129'):  # gaps 2-9 px within their first 16 frames
+            make_clip(root / 'train' / clip.name, frames=16, clip=clip)
+
+    def occlusion_contrast(run, **loss):
+        config = _config(root, **loss)
+        config['dataset_params']['mouth_contrast'] = 1.0
+        trainer = Trainer(TrainOptions(config=config, log_dir=tmp_path / run, tensorboard=False, progress=False,
+                                       seed=3))
+        for epoch in range(3):
+            trainer.sampler.set_epoch(epoch)
+            for x in trainer.loader:
+                trainer.train_step(x)
+        inside, outside, area = 0.0, 0.0, 0.0
+        for epoch in range(2):
+            trainer.sampler.set_epoch(epoch)
+            for x in trainer.loader:
+                with torch.no_grad():
+                    kp_s, kp_d = trainer.models.kp_detector(x['source']), trainer.models.kp_detector(x['driving'])
+                    occlusion = trainer.models.generator(x['source'], kp_source=kp_s, kp_driving=kp_d)['occlusion_map']
+                revealed, around, known = _mouth_ellipses(x['source_landmarks'], x['driving_landmarks'],
+                                                          occlusion.shape[2:])
+                surroundings = (around - revealed).clamp(min=0)
+                inside += (occlusion * revealed)[known].sum().item()
+                area += revealed[known].sum().item()
+                outside += (occlusion * surroundings)[known].sum().item() / surroundings[known].sum().item()
+        assert area > 4, area  # the pairs do open the mouth
+        return outside / (2 * len(trainer.loader)) - inside / area  # surroundings minus interior: the contrast
+
+    without = occlusion_contrast('without', landmarks=1e-6)
+    with_loss = occlusion_contrast('with', landmarks=1e-6, mouth_occlusion=50)
+    assert with_loss > without + 0.2, (with_loss, without)

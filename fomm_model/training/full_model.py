@@ -4,7 +4,8 @@ They are nn.Modules that run the networks and return a dict of weighted losses, 
 forward can be wrapped by DistributedDataParallel. Three deliberate extensions, all absent from the original and 0
 by default: ``loss_weights.l1`` adds a pixel L1 term between prediction and driving frame,
 ``loss_weights.landmarks`` pulls the keypoints named by ``train_params.landmark_keypoints`` onto face landmarks
-(see :mod:`.landmark_targets`), and ``loss_weights.mouth`` weighs the mouth (:meth:`GeneratorFullModel.mouth_loss`).
+(see :mod:`.landmark_targets`), ``loss_weights.mouth`` weighs the mouth (:meth:`GeneratorFullModel.mouth_loss`) and
+``loss_weights.mouth_occlusion`` teaches the occlusion map where a mouth opens (:func:`mouth_occlusion_loss`).
 """
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ def loss_weights(train_params: dict) -> dict:
     w.setdefault('l1', 0)
     w.setdefault('landmarks', 0)
     w.setdefault('mouth', 0)
+    w.setdefault('mouth_occlusion', 0)
     return w
 
 
@@ -79,6 +81,70 @@ def mouth_crops(images: torch.Tensor, targets: torch.Tensor, size: int = MOUTH_C
     theta[:, :, 2] = mouth.mean(1)
     grid = F.affine_grid(theta, [len(images), images.shape[1], size, size], align_corners=align_corners)
     return F.grid_sample(images.float(), grid, align_corners=align_corners), known
+
+
+def _mouth_ellipses(source: torch.Tensor, driving: torch.Tensor, size: tuple[int, int], supersample: int = 4
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, 1, H, W) coverage of the driving mouth's interior not open in the source, of its surroundings, and (B,)
+    which samples have both mouths.
+
+    The inner mouth is the ellipse through the inner corners (major axis) and the inner lips (minor axis). The
+    source's is placed on the driving's centre and axes, so head motion between the two frames does not count as
+    opening; what the driving's ellipse covers beyond the source's is mouth interior the source never shows.
+    """
+    mouth_s = source[:, list(MOUTH_ANCHORS)].float()
+    mouth_d = driving[:, list(MOUTH_ANCHORS)].float()
+    known = torch.isfinite(mouth_s).all(-1).all(-1) & torch.isfinite(mouth_d).all(-1).all(-1)
+    mouth_s = torch.where(known[:, None, None], mouth_s, torch.zeros_like(mouth_s))
+    mouth_d = torch.where(known[:, None, None], mouth_d, torch.zeros_like(mouth_d))
+
+    def axes(m):  # MOUTH_ANCHORS order: upper lip, lower lip, right corner, left corner
+        major = m[:, 2] - m[:, 3]
+        a = (major.norm(dim=-1) / 2).clamp(min=1e-3)
+        u = major / (2 * a[:, None])
+        v = torch.stack([-u[:, 1], u[:, 0]], -1)
+        b = ((m[:, 1] - m[:, 0]) * v).sum(-1).abs() / 2
+        return a, b, u, v
+
+    a_d, b_d, u, v = axes(mouth_d)
+    a_s, b_s, _, _ = axes(mouth_s)
+    centre = mouth_d.mean(1)
+    h, w = size[0] * supersample, size[1] * supersample
+    ys = torch.linspace(-1, 1, h, device=source.device)
+    xs = torch.linspace(-1, 1, w, device=source.device)
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing='xy'), -1).view(1, h, w, 2) - centre.view(-1, 1, 1, 2)
+    along = (grid * u.view(-1, 1, 1, 2)).sum(-1)
+    across = (grid * v.view(-1, 1, 1, 2)).sum(-1)
+
+    def inside(a, b):
+        b = b.clamp(min=1e-4).view(-1, 1, 1)
+        return ((along / a.view(-1, 1, 1)) ** 2 + (across / b) ** 2 <= 1).float()
+
+    revealed = (inside(a_d, b_d) - inside(a_s, b_s)).clamp(min=0)
+    # the lips and skin around: should stay warped from the source (so the map cannot just darken the whole mouth)
+    around = inside(1.4 * a_d, torch.maximum(b_d, b_s) + 0.5 * a_d)
+    return F.avg_pool2d(revealed[:, None], supersample), F.avg_pool2d(around[:, None], supersample), known
+
+
+def mouth_occlusion_loss(occlusion: torch.Tensor, source_landmarks: torch.Tensor,
+                         driving_landmarks: torch.Tensor) -> torch.Tensor:
+    """L1 between the occlusion map and 1 - (the mouth interior the driving frame shows and the source does not),
+    averaged over that interior and, with the same total weight, over the lips and skin around it.
+
+    Why: every model trained here left the occlusion map ~1 everywhere, so an opening mouth was filled with
+    stretched lips instead of a dark interior, and across people the mouth opened a quarter as far as the driver's.
+    Marking the interior the source never shows as occluded lets the generator paint it. The two areas weigh
+    alike, so the larger surroundings cannot win by keeping the whole map at 1.
+    """
+    revealed, around, known = _mouth_ellipses(source_landmarks, driving_landmarks, occlusion.shape[2:])
+    opening = known & (revealed.sum((1, 2, 3)) > 0)
+    if not opening.any():
+        return occlusion.sum() * 0
+    occlusion, revealed, around = occlusion[opening].float(), revealed[opening], around[opening]
+    surroundings = (around - revealed).clamp(min=0)
+    error = torch.abs(occlusion - (1 - revealed))
+    return ((revealed * error).sum() / revealed.sum()
+            + (surroundings * error).sum() / surroundings.sum().clamp(min=1e-6))
 
 
 class GeneratorFullModel(nn.Module):
@@ -162,6 +228,13 @@ class GeneratorFullModel(nn.Module):
                 raise ValueError("loss_weights.mouth is non-zero but the batch has no landmark targets")
             losses['mouth'] = w['mouth'] * self.mouth_loss(generated['prediction'], x['driving'],
                                                            x['driving_landmarks'])
+
+        if w['mouth_occlusion'] != 0:
+            if 'driving_landmarks' not in x or 'occlusion_map' not in generated:
+                raise ValueError("loss_weights.mouth_occlusion is non-zero but the batch has no landmark targets or "
+                                 "the generator estimates no occlusion map (estimate_occlusion_map)")
+            losses['mouth_occlusion'] = w['mouth_occlusion'] * mouth_occlusion_loss(
+                generated['occlusion_map'], x['source_landmarks'], x['driving_landmarks'])
 
         if w['generator_gan'] != 0:
             maps_generated = self.discriminator(pyramide_generated, kp=detach_kp(kp_driving))

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_GLOB = '*-checkpoint.pth.tar'  # what Trainer.save writes: '<zero-padded epoch>-checkpoint.pth.tar'
 SHORT = {'perceptual': 'perc', 'equivariance_value': 'eq_val', 'equivariance_jacobian': 'eq_jac',
          'feature_matching': 'fm', 'gen_gan': 'g_gan', 'disc_gan': 'd_gan', 'l1': 'l1', 'landmarks': 'lm',
-         'mouth': 'mouth'}
+         'mouth': 'mouth', 'mouth_occlusion': 'm_occ'}
 
 
 class TrainingError(RuntimeError):
@@ -243,7 +243,8 @@ class Trainer:
 
         dp = self.config['dataset_params']
         self.dataset = FramesDataset(is_train=True, random_seed=opts.seed, cache_bytes=opts.cache_bytes, **dp)
-        if self.weights['landmarks'] != 0 or self.weights['mouth'] != 0 or self.dataset.mouth_contrast > 0:
+        if (self.weights['landmarks'] != 0 or self.weights['mouth'] != 0 or self.weights['mouth_occlusion'] != 0
+                or self.dataset.mouth_contrast > 0):
             self.dataset.landmark_targets = self._landmark_targets()
         self.sampler = EpochSampler(len(self.dataset), self.tp.get('num_repeats', 1), seed=opts.seed,
                                     rank=self.rank, world_size=self.world)
