@@ -83,7 +83,13 @@ class DenseMotionNetwork(nn.Module):
         out['mask'] = mask
         out['deformation'] = (sparse_motion * mask.unsqueeze(-1)).sum(dim=1)
         if self.occlusion is not None:
-            out['occlusion_map'] = torch.sigmoid(self.occlusion(prediction))
+            # float32 like the mask: a bfloat16 sigmoid rounds anything above ~0.998 to exactly 1, where no gradient
+            # flows back (the maps of the models trained here under bf16 autocast stuck at 1). Training keeps the
+            # logits for losses on the map (fomm_model.training.full_model.mouth_occlusion_loss).
+            logits = self.occlusion(prediction).float()
+            out['occlusion_map'] = torch.sigmoid(logits)
+            if self.training:
+                out['occlusion_logits'] = logits
         return out
 
     def forward(self, source_image: torch.Tensor, kp_driving: dict, kp_source: dict) -> dict:

@@ -86,6 +86,8 @@ class OcclusionAwareGenerator(nn.Module):
             occlusion_map = dense_motion.get('occlusion_map')
             if occlusion_map is not None:
                 output_dict['occlusion_map'] = occlusion_map
+            if 'occlusion_logits' in dense_motion:
+                output_dict['occlusion_logits'] = dense_motion['occlusion_logits']
             deformation = dense_motion['deformation']
             out = self.deform_input(out, deformation)
             if occlusion_map is not None:

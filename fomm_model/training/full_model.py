@@ -126,25 +126,26 @@ def _mouth_ellipses(source: torch.Tensor, driving: torch.Tensor, size: tuple[int
     return F.avg_pool2d(revealed[:, None], supersample), F.avg_pool2d(around[:, None], supersample), known
 
 
-def mouth_occlusion_loss(occlusion: torch.Tensor, source_landmarks: torch.Tensor,
+def mouth_occlusion_loss(occlusion_logits: torch.Tensor, source_landmarks: torch.Tensor,
                          driving_landmarks: torch.Tensor) -> torch.Tensor:
-    """L1 between the occlusion map and 1 - (the mouth interior the driving frame shows and the source does not),
-    averaged over that interior and, with the same total weight, over the lips and skin around it.
+    """Binary cross-entropy of the occlusion map (from its logits) against 1 - (the mouth interior the driving
+    frame shows and the source does not), averaged over that interior and, with the same total weight, over the
+    lips and skin around it.
 
     Why: every model trained here left the occlusion map ~1 everywhere, so an opening mouth was filled with
     stretched lips instead of a dark interior, and across people the mouth opened a quarter as far as the driver's.
     Marking the interior the source never shows as occluded lets the generator paint it. The two areas weigh
-    alike, so the larger surroundings cannot win by keeping the whole map at 1.
+    alike, so the larger surroundings cannot win by keeping the whole map at 1; cross-entropy on the logits keeps
+    a gradient where the map has saturated at 1, which an L1 on the map does not.
     """
-    revealed, around, known = _mouth_ellipses(source_landmarks, driving_landmarks, occlusion.shape[2:])
+    revealed, around, known = _mouth_ellipses(source_landmarks, driving_landmarks, occlusion_logits.shape[2:])
     opening = known & (revealed.sum((1, 2, 3)) > 0)
     if not opening.any():
-        return occlusion.sum() * 0
-    occlusion, revealed, around = occlusion[opening].float(), revealed[opening], around[opening]
+        return occlusion_logits.sum() * 0
+    logits, revealed, around = occlusion_logits[opening].float(), revealed[opening], around[opening]
     surroundings = (around - revealed).clamp(min=0)
-    error = torch.abs(occlusion - (1 - revealed))
-    return ((revealed * error).sum() / revealed.sum()
-            + (surroundings * error).sum() / surroundings.sum().clamp(min=1e-6))
+    weight = revealed / revealed.sum() + surroundings / surroundings.sum().clamp(min=1e-6)
+    return F.binary_cross_entropy_with_logits(logits, 1 - revealed, weight=weight, reduction='sum')
 
 
 class GeneratorFullModel(nn.Module):
@@ -230,11 +231,11 @@ class GeneratorFullModel(nn.Module):
                                                            x['driving_landmarks'])
 
         if w['mouth_occlusion'] != 0:
-            if 'driving_landmarks' not in x or 'occlusion_map' not in generated:
+            if 'driving_landmarks' not in x or 'occlusion_logits' not in generated:
                 raise ValueError("loss_weights.mouth_occlusion is non-zero but the batch has no landmark targets or "
                                  "the generator estimates no occlusion map (estimate_occlusion_map)")
             losses['mouth_occlusion'] = w['mouth_occlusion'] * mouth_occlusion_loss(
-                generated['occlusion_map'], x['source_landmarks'], x['driving_landmarks'])
+                generated['occlusion_logits'], x['source_landmarks'], x['driving_landmarks'])
 
         if w['generator_gan'] != 0:
             maps_generated = self.discriminator(pyramide_generated, kp=detach_kp(kp_driving))
