@@ -18,6 +18,11 @@ from .resize import downscale
 
 log = logging.getLogger(__name__)
 
+# A keypoint moving more than this (in crop units, [-1, 1]) between two frames is not a face moving (talking
+# clips: under 0.02 a frame; a face leaving the crop: 0.35): the face probably left, so detection runs at once
+# (and the pipeline holds the pose until it has).
+KEYPOINT_JUMP = 0.1
+
 
 @dataclass
 class CropResult:
@@ -33,8 +38,9 @@ class FaceCropper:
     centre crop (the caller must announce that fallback). Detection runs on a copy downscaled to at most
     ``detect_max_side`` pixels (BlazeFace itself looks at 128x128, so 256 loses nothing): every frame while
     no face is seen, else every ``detect_every`` frames while the face moves in the crop and every
-    ``detect_every_still`` frames while it does not. The caller reports that motion through ``after_frame``
-    (the model's keypoint centroid, a by-product of the frame; without it every ``detect_every`` frames).
+    ``detect_every_still`` frames while it does not, and at once when a keypoint jumps (``KEYPOINT_JUMP``). The
+    caller reports that motion through ``after_frame`` (the model's keypoints, a by-product of the frame; without
+    them every ``detect_every`` frames).
     A still face needs no new box, and detection (~2 ms) is the costliest step of the engine besides the model.
 
     With ``asynchronous`` the detector runs on its own thread (:class:`DetectionWorker`): ``process`` uses the
@@ -44,7 +50,7 @@ class FaceCropper:
     """
 
     def __init__(self, size: tuple[int, int], detector=None, *, detect_every: int = 1,
-                 detect_every_still: int | None = None, motion_threshold: float = 0.03, detect_max_side: int = 256,
+                 detect_every_still: int | None = None, motion_threshold: float = 0.06, detect_max_side: int = 256,
                  scale: float = 2.0, shift_down: float = 0.1, min_cutoff: float = 0.5, beta: float = 4.0,
                  asynchronous: bool = False):
         if detect_every < 1:
@@ -52,7 +58,7 @@ class FaceCropper:
         self.size = (int(size[0]), int(size[1]))
         self.detector = detector
         self.detect_every = detect_every
-        self.detect_every_still = max(detect_every, detect_every_still or 5 * detect_every)
+        self.detect_every_still = max(detect_every, detect_every_still or 10 * detect_every)
         self.motion_threshold = motion_threshold  # keypoint centroid shift, in [-1, 1] crop units
         self.detect_max_side = detect_max_side
         self.scale = scale
@@ -66,6 +72,8 @@ class FaceCropper:
         self._detected_now = False
         self._reference: np.ndarray | None = None  # keypoint centroid at the last detection
         self._moved: bool | None = None            # None: no motion reported (detect every detect_every frames)
+        self._previous: np.ndarray | None = None    # the last frame's keypoints
+        self._jumped = False                       # a keypoint jumped since the last detection: detect now
         self.detections = 0
         self._worker: DetectionWorker | None = \
             DetectionWorker(self._detect) if asynchronous and detector is not None else None
@@ -87,6 +95,7 @@ class FaceCropper:
         self._since_detection = 0
         self._reference = None
         self._moved = None
+        self._previous, self._jumped = None, False
         if self._worker is not None:
             self._worker.discard()
 
@@ -152,7 +161,7 @@ class FaceCropper:
             if self._worker is not None:
                 self._worker.wait_idle()  # one detection at a time (after a reset one may still be running)
             found = self._apply(self._detect(frame), t)
-            self._since_detection, self._detected_now = 0, True
+            self._since_detection, self._detected_now, self._jumped = 0, True, False
         self._since_detection += 1
         self._last_found = found
         if self._last is None:  # nothing seen yet: centred square of the whole frame
@@ -172,7 +181,7 @@ class FaceCropper:
         return measured is not None
 
     def _due(self) -> bool:
-        if not self._last_found:
+        if not self._last_found or self._jumped:
             return True
         if self._since_detection < self.detect_every:
             return False
@@ -182,16 +191,19 @@ class FaceCropper:
         """Report the frame's keypoints ((K, 2) in [-1, 1] crop coordinates, or None) once the frame is done;
         asynchronous mode: hand ``frame`` (not written to afterwards) to the detection thread if due and free."""
         if keypoints is not None:
+            if self._previous is not None and np.abs(keypoints - self._previous).max() > KEYPOINT_JUMP:
+                self._jumped = True
+            self._previous = keypoints
             centroid = keypoints.mean(axis=0)
             if self._detected_now or self._reference is None:
                 self._reference, self._moved = centroid, self._reference is None
             else:
                 self._moved = bool(np.abs(centroid - self._reference).max() > self.motion_threshold)
         else:
-            self._reference = self._moved = None
+            self._reference = self._moved = self._previous = None
         if self._worker is None or self._last is None:  # until a first face is found, process() detects
             return
         if self._due() and self._worker.submit(frame, t):
-            self._since_detection, self._detected_now = 0, True
+            self._since_detection, self._detected_now, self._jumped = 0, True, False
             if keypoints is not None:
                 self._reference = centroid

@@ -407,8 +407,9 @@ class Engine:
         if self._spec.kind == 'camera':
             log.info('asking camera %s for %dx%d (%s)', self._spec.label, width, height, why)
         factory = reader_factory(self._spec, loop=c.loop, width=width, height=height, fps=30.0)
-        realtime = True if c.realtime is None else c.realtime
-        return Capture(factory, realtime=realtime or self._spec.live, name=self._spec.label, notify=self._wake.set)
+        realtime = (True if c.realtime is None else c.realtime) or self._spec.live
+        # a file processed offline is decoded on this thread, in turn with the model (see live.capture)
+        return Capture(factory, realtime=realtime, name=self._spec.label, notify=self._wake.set, inline=not realtime)
 
     def _start(self) -> None:
         self._ensure_loaded()

@@ -88,7 +88,7 @@ class CaptureOptions:
     realtime: bool | None = option(None, 'pace a video file at its fps and drop frames like a camera (default: '
                                          'paced in the window, every frame processed headless)')
     detect_every: int = option(3, 'face detection every N frames while the face moves (10 Hz from a 30 fps '
-                                  'camera), 5x less often while it keeps still', minimum=1)
+                                  'camera), 10x less often while it keeps still', minimum=1)
     detect_sync: bool = option(False, 'run face detection on the engine thread, in the frame it crops (no '
                                       'one-frame crop lag, slower)')
 

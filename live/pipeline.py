@@ -18,7 +18,7 @@ from fomm_model import Animator, Keypoints
 from fomm_model.keypoints import pose_distance
 
 from .avatar import AvatarInfo
-from .cropper import FaceCropper
+from .cropper import KEYPOINT_JUMP, FaceCropper
 from .cv2_compat import cv2
 from .one_euro import OneEuroFilter
 from .options import Settings
@@ -29,9 +29,6 @@ EASE_OUT_S = 0.6   # time constant of the drift back to the resting pose while n
 EASE_IN_S = 0.15   # time constant of the return to the tracked pose when the face is back
 EASE_IN_FRAMES = 12
 AUTO_CALIBRATION_GAIN = 0.9   # re-anchor only on a clearly better match (hysteresis against flicker)
-# A keypoint moving more than this (in crop units, [-1, 1]) between two frames is not a face moving (talking
-# clips: under 0.02 a frame; a face leaving the crop: 0.35): that frame holds the pose until detection confirms.
-GLITCH = 0.1
 
 
 @dataclass
@@ -184,7 +181,7 @@ class Pipeline:
             return self.avatar.image, ''  # before calibration: the avatar, unmoved
         jump = np.abs(kp.value - self._last_raw).max() if self._last_raw is not None else 0.0
         self._last_raw = kp.value
-        if face and jump > GLITCH and self.shown is not None:
+        if face and jump > KEYPOINT_JUMP and self.shown is not None:
             return a.generate(self.shown), ''  # hold: the face probably left; the next detection tells
         if face:
             target = a.normalize(kp)

@@ -1,6 +1,8 @@
 """Capture thread: newest-frame hand-off with drops, reopening lost devices, file sources, source parsing."""
 from __future__ import annotations
 
+import os
+import threading
 import time
 
 import numpy as np
@@ -99,6 +101,60 @@ def test_file_source_non_realtime_delivers_every_frame_and_ends():
     from fomm_model.video_io import read_video
     assert n == len(read_video(FACE_CLIP)[0])
     assert cap.dropped == 0 and cap.size == (256, 256) and cap.nominal_fps and cap.nominal_fps > 0
+
+
+def test_small_files_decode_on_one_thread_to_the_same_pixels(tmp_path):
+    """Up to 720p FFmpeg decodes on one thread (CPU the model needs), with the very frames of its default decoder;
+    a larger file keeps FFmpeg's threads."""
+    from live.capture import SINGLE_THREAD_DECODE_PIXELS
+    from live.cv2_compat import cv2
+    from fomm_model.video_io import read_video, write_video
+    reader = FileReader(str(FACE_CLIP), loop=False)
+    default = cv2.VideoCapture(str(FACE_CLIP))
+    try:
+        assert reader.cap.get(cv2.CAP_PROP_N_THREADS) == 1
+        several = (os.cpu_count() or 1) > 1                                     # FFmpeg's default: one per core
+        assert (default.get(cv2.CAP_PROP_N_THREADS) > 1) == several
+        for _ in range(30):
+            ok, frame = default.read()
+            assert ok and np.array_equal(reader.read(), cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    finally:
+        reader.close()
+        default.release()
+    big = tmp_path / 'big.mp4'
+    frames = read_video(FACE_CLIP, max_frames=3)[0]
+    write_video(big, [cv2.resize(f, (1920, 1088)) for f in frames], fps=25)
+    assert 1920 * 1088 > SINGLE_THREAD_DECODE_PIXELS
+    reader = FileReader(str(big), loop=False)
+    try:
+        assert (reader.cap.get(cv2.CAP_PROP_N_THREADS) > 1) == several
+        assert reader.read().shape == (1088, 1920, 3)
+    finally:
+        reader.close()
+
+
+def test_inline_capture_decodes_every_frame_on_the_callers_thread_and_reports_the_end(tmp_path):
+    cap = Capture(lambda: FileReader(str(FACE_CLIP), loop=False), realtime=False, name='clip', inline=True)
+    cap.start()
+    images = []
+    try:
+        assert cap.state == 'running' and cap.size == (256, 256)
+        assert not any(t.name.startswith('capture-') for t in threading.enumerate())   # no thread of its own
+        while (f := cap.read(0)) is not None:
+            assert f.index == len(images) and f.read_ms >= 0
+            images.append(f.image)
+    finally:
+        cap.stop()
+    from fomm_model.video_io import read_video
+    expected = read_video(FACE_CLIP)[0]
+    assert len(images) == len(expected) and cap.frames_read == len(expected) and cap.dropped == 0
+    assert cap.state == 'ended' and cap.finished and cap.read(0) is None
+    # a file that cannot be opened fails with the reader's explanation instead of retrying for ever
+    bad = tmp_path / 'broken.mp4'
+    bad.write_bytes(b'not a video')
+    cap = Capture(lambda: FileReader(str(bad), loop=False), realtime=False, name='broken', inline=True)
+    cap.start()
+    assert cap.state == 'failed' and 'broken.mp4' in cap.message and cap.finished and cap.read(0) is None
 
 
 def test_file_source_realtime_is_paced_at_file_fps():

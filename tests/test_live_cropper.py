@@ -168,14 +168,47 @@ def test_detection_rate_follows_keypoint_motion(detector, faces, asynchronous):
         return cropper.detections - before
     try:
         run(4, 0.0)
-        still = run(32, 0.001)     # 0.001 per frame: jitter-sized, below the 0.03 threshold between detections
-        moving = run(32, 0.05)     # clearly above the threshold each frame
+        threshold = cropper.motion_threshold
+        still = run(32, threshold / 60)   # jitter-sized: under the threshold between detections
+        moving = run(32, 1.5 * threshold)  # clearly above the threshold each frame
         lost = run(10, 0.0, np.full_like(frame, 90))
     finally:
         cropper.close()
     assert 3 <= still <= 5, still          # ~32 / 8
     assert 14 <= moving <= 18, moving      # ~32 / 2
     assert lost >= 9, lost
+
+
+@pytest.mark.parametrize('asynchronous', [False, True])
+def test_a_jumping_keypoint_brings_detection_forward(detector, faces, asynchronous):
+    """One keypoint jumping (the face left: the keypoints of an empty crop) re-detects on the next frame, though
+    the centroid barely moved and the face was due only every 8 frames."""
+    from live.cropper import KEYPOINT_JUMP
+    cropper = FaceCropper((128, 128), detector, detect_every=8, asynchronous=asynchronous)
+    kp = np.random.default_rng(1).uniform(-0.5, 0.5, (15, 2))
+    frame = paste(faces[0], 200, 120)
+
+    def step(i, points):
+        cropper.process(frame, i / FPS)
+        cropper.after_frame(frame, i / FPS, points)
+        if cropper.asynchronous:
+            cropper._worker.wait_idle(2.0)  # noqa: SLF001 - as the idle time between camera frames does
+    try:
+        for i in range(3):
+            step(i, kp)
+        before = cropper.detections
+        jumped = kp.copy()
+        jumped[4] += 1.5 * KEYPOINT_JUMP                       # centroid: 0.01, far under the motion threshold
+        step(3, jumped)
+        step(4, jumped)
+        if cropper.asynchronous:
+            cropper.process(frame, 5 / FPS)                    # picks up the finished detection
+        assert cropper.detections == before + 1
+        step(5, jumped)
+        step(6, jumped)                                         # no jump since: back to every 8 frames
+        assert cropper.detections == before + 1
+    finally:
+        cropper.close()
 
 
 def test_detection_worker_survives_a_failing_detection(faces):

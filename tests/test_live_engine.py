@@ -82,6 +82,34 @@ def test_engine_runs_frames_and_every_command_on_its_one_thread():
         engine.submit(lambda: None).result(1)
 
 
+def test_a_file_processed_offline_is_decoded_on_the_engine_thread_every_frame():
+    engine = Engine(TORCH, CaptureOptions(input=str(CLIP), loop=False, realtime=False),
+                    Settings(mirror_preview=False, paste_back=False))
+    frames = Frames()
+    try:
+        engine.set_avatar(AVATAR)
+        engine.add_listener(frames)
+        engine.start()
+        frames.wait(10)
+        assert not any(t.name.startswith('capture-') for t in threading.enumerate())
+        assert engine.wait_until_finished(120)
+        stats = engine.stats()
+        assert len(frames.results) == 75 and stats.frames_in == 75 and stats.dropped == 0
+        assert [r.index for r in frames.results] == list(range(75)) and stats.camera_state == 'ended'
+    finally:
+        engine.close()
+    realtime = make_engine()                      # a paced source keeps its capture thread
+    try:
+        realtime.set_avatar(AVATAR)
+        realtime.start()
+        deadline = time.time() + 30
+        while not any(t.name.startswith('capture-') for t in threading.enumerate()) and time.time() < deadline:
+            time.sleep(0.05)
+        assert any(t.name.startswith('capture-') for t in threading.enumerate())
+    finally:
+        realtime.close()
+
+
 def test_virtual_camera_started_and_stopped_while_frames_flow_never_fails_or_leaks(recording_backend):
     """Start/stop from another thread while the engine sends: each is a command between two frames, so a
     camera is never sent to after it was closed and none is left open."""
