@@ -15,7 +15,8 @@ Threads and who owns what
   talks to it only through ``Engine.submit`` (commands: avatar, calibrate, source, model, virtual camera,
   sinks), carried out between two frames; settings are one immutable object swapped by reference.
 * **Capture thread** (``capture-<source>``): reads the camera or file into a one-frame slot (newer frames replace
-  unread ones, so latency never grows) and wakes the engine thread.
+  unread ones, so latency never grows) and wakes the engine thread. A file processed offline (every frame) has
+  none: the engine thread decodes each frame in turn with the model.
 * **Face-detection thread** (``fomm-face-detect``): mediapipe, on the frame the engine handed over after its
   model step; the next frame picks the result up.
 * **Video-file thread** (``fomm-video-file``): encodes the file output through ffmpeg.
