@@ -358,7 +358,7 @@ def test_the_mouth_occlusion_loss_marks_the_opening_mouth_on_real_clips(tmp_path
         config['dataset_params']['mouth_contrast'] = 1.0
         trainer = Trainer(TrainOptions(config=config, log_dir=tmp_path / run, tensorboard=False, progress=False,
                                        seed=3))
-        for epoch in range(3):
+        for epoch in range(6):   # 3 left it to the thread count: 0.11 or 0.21 against 0.02
             trainer.sampler.set_epoch(epoch)
             for x in trainer.loader:
                 trainer.train_step(x)
@@ -380,4 +380,4 @@ def test_the_mouth_occlusion_loss_marks_the_opening_mouth_on_real_clips(tmp_path
 
     without = occlusion_contrast('without', landmarks=1e-6)
     with_loss = occlusion_contrast('with', landmarks=1e-6, mouth_occlusion=50)
-    assert with_loss > without + 0.12, (with_loss, without)   # seen: 0.21 against 0.02
+    assert with_loss > without + 0.2, (with_loss, without)   # seen: 0.37 / 0.42 against 0.04 (1 / 2 threads)
