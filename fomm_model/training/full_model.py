@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..modules.util import AntiAliasInterpolation2d
+from ..modules.util import AntiAliasInterpolation2d, make_coordinate_grid
 from .landmark_targets import ANCHOR_NAMES, check_keypoint_indices
 from .transform import Transform
 
@@ -64,6 +64,14 @@ def landmark_loss(kp_value: torch.Tensor, target: torch.Tensor, indices: list[in
     return torch.abs(chosen - target).sum() / (known.sum() * 2).clamp(min=1)
 
 
+def _mouth_anchors(targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 4, 2) mouth anchors of (B, A, 2) landmark targets (MOUTH_ANCHORS order; zeros where no face was found)
+    and (B,) which samples have a face."""
+    mouth = targets[:, list(MOUTH_ANCHORS)].float()
+    known = torch.isfinite(mouth).all(-1).all(-1)
+    return torch.where(known[:, None, None], mouth, torch.zeros_like(mouth)), known
+
+
 def mouth_crops(images: torch.Tensor, targets: torch.Tensor, size: int = MOUTH_CROP_SIZE,
                 align_corners: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, C, size, size) square crops around each image's mouth, and which samples have one (a face was found).
@@ -71,9 +79,7 @@ def mouth_crops(images: torch.Tensor, targets: torch.Tensor, size: int = MOUTH_C
     ``targets`` are the (B, A, 2) landmark anchors of :mod:`.landmark_targets` in keypoint coordinates; the crop
     is centred on the four mouth anchors and MOUTH_CROP_SCALE times as wide as the inner mouth corners are apart.
     """
-    mouth = targets[:, list(MOUTH_ANCHORS)].float()
-    known = torch.isfinite(mouth).all(-1).all(-1)
-    mouth = torch.where(known[:, None, None], mouth, torch.zeros_like(mouth))
+    mouth, known = _mouth_anchors(targets)
     corners = mouth[:, 2] - mouth[:, 3]  # MOUTH_ANCHORS order: upper lip, lower lip, right corner, left corner
     half = (MOUTH_CROP_SCALE / 2 * corners.norm(dim=-1)).clamp(min=0.05)
     theta = torch.zeros(len(images), 2, 3, device=images.device, dtype=torch.float32)
@@ -92,11 +98,8 @@ def _mouth_ellipses(source: torch.Tensor, driving: torch.Tensor, size: tuple[int
     source's is placed on the driving's centre and axes, so head motion between the two frames does not count as
     opening; what the driving's ellipse covers beyond the source's is mouth interior the source never shows.
     """
-    mouth_s = source[:, list(MOUTH_ANCHORS)].float()
-    mouth_d = driving[:, list(MOUTH_ANCHORS)].float()
-    known = torch.isfinite(mouth_s).all(-1).all(-1) & torch.isfinite(mouth_d).all(-1).all(-1)
-    mouth_s = torch.where(known[:, None, None], mouth_s, torch.zeros_like(mouth_s))
-    mouth_d = torch.where(known[:, None, None], mouth_d, torch.zeros_like(mouth_d))
+    (mouth_s, known_s), (mouth_d, known_d) = _mouth_anchors(source), _mouth_anchors(driving)
+    known = known_s & known_d
 
     def axes(m):  # MOUTH_ANCHORS order: upper lip, lower lip, right corner, left corner
         major = m[:, 2] - m[:, 3]
@@ -110,9 +113,7 @@ def _mouth_ellipses(source: torch.Tensor, driving: torch.Tensor, size: tuple[int
     a_s, b_s, _, _ = axes(mouth_s)
     centre = mouth_d.mean(1)
     h, w = size[0] * supersample, size[1] * supersample
-    ys = torch.linspace(-1, 1, h, device=source.device)
-    xs = torch.linspace(-1, 1, w, device=source.device)
-    grid = torch.stack(torch.meshgrid(xs, ys, indexing='xy'), -1).view(1, h, w, 2) - centre.view(-1, 1, 1, 2)
+    grid = make_coordinate_grid((h, w), device=source.device).view(1, h, w, 2) - centre.view(-1, 1, 1, 2)
     along = (grid * u.view(-1, 1, 1, 2)).sum(-1)
     across = (grid * v.view(-1, 1, 1, 2)).sum(-1)
 
