@@ -18,7 +18,9 @@ TORCH = ModelOptions(backend='torch', device='cpu')
 
 
 def make_engine(settings: Settings | None = None, **capture) -> Engine:
-    return Engine(TORCH, CaptureOptions(input=str(CLIP), loop=True, realtime=True, **capture),
+    """The clip looped and paced like a camera, unless ``capture`` says otherwise."""
+    capture = {'loop': True, 'realtime': True, **capture}
+    return Engine(TORCH, CaptureOptions(input=str(CLIP), **capture),
                   settings or Settings(mirror_preview=False, paste_back=False))
 
 
@@ -83,8 +85,7 @@ def test_engine_runs_frames_and_every_command_on_its_one_thread():
 
 
 def test_a_file_processed_offline_is_decoded_on_the_engine_thread_every_frame():
-    engine = Engine(TORCH, CaptureOptions(input=str(CLIP), loop=False, realtime=False),
-                    Settings(mirror_preview=False, paste_back=False))
+    engine = make_engine(loop=False, realtime=False)
     frames = Frames()
     try:
         engine.set_avatar(AVATAR)
