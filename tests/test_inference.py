@@ -121,6 +121,27 @@ def test_openvino_refuses_bfloat16_without_fast_bfloat16(tiny):
         create_runner(tiny[0], (128, 128), 'openvino', 'cpu', dtype='bfloat16')
 
 
+
+@pytest.mark.parametrize('how', ['import openvino', 'the openvino runner'])
+def test_openvino_sends_no_telemetry_through_the_runner(tmp_path, how):
+    """A plain ``import openvino`` reports to Google Analytics and writes ~/intel (the contrast: so the check below
+    can fail); the runner's import binds OpenVINO's no-op stub and writes nothing."""
+    _skip_missing('openvino')
+    code = ('import openvino' if how == 'import openvino' else
+            'from fomm_model.inference.openvino_runner import _import_openvino; _import_openvino()')
+    code += ('\nimport sys, openvino.tools.ovc.telemetry_utils as t\n'
+             'print(t.tm.__name__, "openvino_telemetry" in sys.modules)')
+    env = {k: v for k, v in os.environ.items() if k not in ('CI', 'TF_BUILD', 'JENKINS_URL')}  # its CI opt-outs
+    env['HOME'] = str(tmp_path)
+    out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    module, loaded = out.stdout.split()
+    if how == 'import openvino':
+        assert module == 'openvino_telemetry' and loaded == 'True' and (tmp_path / 'intel').is_dir()
+    else:
+        assert module == 'openvino.tools.ovc.telemetry_stub' and loaded == 'False'
+        assert not (tmp_path / 'intel').exists()
+
 def test_auto_picks_among_installed_runtimes_and_says_why(tiny):
     models = tiny[0]
     selection = create_runner(models, (128, 128), 'auto', 'cpu')

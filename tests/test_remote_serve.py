@@ -78,6 +78,24 @@ def _animate_all(animator, avatar, frames) -> list[np.ndarray]:
     return [animator.animate(f) for f in frames]
 
 
+def test_the_server_tells_ray_to_send_no_usage_statistics(server):
+    """Ray reports usage statistics unless RAY_USAGE_STATS_ENABLED=0. The server sets it (this test's environment
+    does not), and Ray's own processes, which it starts, carry it."""
+    import psutil
+    assert 'RAY_USAGE_STATS_ENABLED' not in os.environ
+    sid = server.proc.pid
+    settings = []
+    for p in psutil.process_iter():
+        try:
+            env = p.environ() if p.pid != sid and os.getsid(p.pid) == sid else {}
+            if 'PATH' in env:  # Ray's agents retitle themselves over their environment block: unreadable
+                settings.append((p.name(), env.get('RAY_USAGE_STATS_ENABLED')))
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            pass
+    names = {name for name, _ in settings}
+    assert {'gcs_server', 'raylet'} <= names and all(value == '0' for _, value in settings), settings
+
+
 def test_remote_output_equals_local_output(server, local):
     avatar, frames = _avatar(AVATAR), _frames(8)
     expected = _animate_all(local[2], avatar, frames)

@@ -8,6 +8,7 @@ OpenVINO is optional (``pip install openvino``) and imported only when this runn
 from __future__ import annotations
 
 import logging
+import sys
 
 import numpy as np
 import torch
@@ -25,10 +26,25 @@ PRECISIONS = {torch.float32: 'f32', torch.bfloat16: 'bf16'}
 
 
 def _import_openvino():
+    """``import openvino``, without its usage telemetry.
+
+    Unless ``~/intel/openvino_telemetry`` opts out, the first ``import openvino`` of a process sends an event to
+    Google Analytics from a forked process (``openvino_telemetry``, a dependency of the wheel) and writes
+    ``~/intel/``. A webcam app must not report its users' starts anywhere, so while openvino is first imported,
+    ``openvino_telemetry`` is made unimportable and OpenVINO binds its own no-op stub instead; other code can still
+    import the real package afterwards."""
+    if 'openvino' in sys.modules:
+        return sys.modules['openvino']
+    blocked = 'openvino_telemetry' not in sys.modules
+    if blocked:
+        sys.modules['openvino_telemetry'] = None  # an import of it now raises ImportError
     try:
         import openvino
     except ImportError as exc:
         raise RunnerError(f'--backend openvino needs OpenVINO, which is not installed: {OPENVINO_HINT}') from exc
+    finally:
+        if blocked:
+            del sys.modules['openvino_telemetry']
     return openvino
 
 

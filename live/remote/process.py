@@ -29,6 +29,7 @@ class ServeProcess:
         self.url = f'ws://127.0.0.1:{self.port}'
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        self.output: list[str] = []
         self.stderr_path = self.log_dir / 'serve-0.err'
 
     @property
@@ -38,7 +39,7 @@ class ServeProcess:
     def start(self, timeout: float = 240) -> float:
         """Start and wait until it serves; returns the seconds it took. RuntimeError with its stderr if not."""
         self.starts += 1
-        env = {**os.environ, 'OMP_NUM_THREADS': '1', 'RAY_USAGE_STATS_ENABLED': '0'}
+        env = {**os.environ, 'OMP_NUM_THREADS': '1'}
         self.stderr_path = self.log_dir / f'serve-{self.starts}.err'
         t0 = time.monotonic()
         self.proc = subprocess.Popen(
@@ -46,6 +47,7 @@ class ServeProcess:
              *self.extra], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=self.stderr_path.open('w'), text=True,
             start_new_session=True)
         lines: list[str] = []
+        self.output = lines  # the server's stdout lines, as they come
         threading.Thread(target=lambda: lines.extend(self.proc.stdout), daemon=True).start()
         while not any(line.startswith('serving on ') for line in lines):
             if self.proc.poll() is not None or time.monotonic() - t0 > timeout:

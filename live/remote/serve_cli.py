@@ -107,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         # read by Serve's controller and replicas, which inherit this process's environment (a cluster joined
         # with --address has its own: start it with RAY_SERVE_ENABLE_DIRECT_INGRESS=1)
         os.environ['RAY_SERVE_ENABLE_DIRECT_INGRESS'] = '1'
+    # Ray reports usage statistics to its developers unless told not to; a user's model server should not.
+    # Anyone who wants to send them sets RAY_USAGE_STATS_ENABLED=1.
+    os.environ.setdefault('RAY_USAGE_STATS_ENABLED', '0')
     try:
         import ray
         from ray import serve
