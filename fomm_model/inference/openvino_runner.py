@@ -33,7 +33,7 @@ def _import_openvino():
     ``~/intel/``. A webcam app must not report its users' starts anywhere, so while openvino is first imported,
     ``openvino_telemetry`` is made unimportable and OpenVINO binds its own no-op stub instead; other code can still
     import the real package afterwards."""
-    if 'openvino' in sys.modules:
+    if sys.modules.get('openvino') is not None:  # None: a test made it unimportable
         return sys.modules['openvino']
     blocked = 'openvino_telemetry' not in sys.modules
     if blocked:
