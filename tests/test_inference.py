@@ -121,7 +121,6 @@ def test_openvino_refuses_bfloat16_without_fast_bfloat16(tiny):
         create_runner(tiny[0], (128, 128), 'openvino', 'cpu', dtype='bfloat16')
 
 
-
 @pytest.mark.parametrize('how', ['import openvino', 'the openvino runner'])
 def test_openvino_sends_no_telemetry_through_the_runner(tmp_path, how):
     """A plain ``import openvino`` reports to Google Analytics and writes ~/intel (the contrast: so the check below
@@ -141,6 +140,7 @@ def test_openvino_sends_no_telemetry_through_the_runner(tmp_path, how):
     else:
         assert module == 'openvino.tools.ovc.telemetry_stub' and loaded == 'False'
         assert not (tmp_path / 'intel').exists()
+
 
 def test_auto_picks_among_installed_runtimes_and_says_why(tiny):
     models = tiny[0]

@@ -83,14 +83,13 @@ def test_the_server_tells_ray_to_send_no_usage_statistics(server):
     does not), and Ray's own processes, which it starts, carry it."""
     import psutil
     assert 'RAY_USAGE_STATS_ENABLED' not in os.environ
-    sid = server.proc.pid
     settings = []
-    for p in psutil.process_iter():
+    for p in server.session_processes():
         try:
-            env = p.environ() if p.pid != sid and os.getsid(p.pid) == sid else {}
+            env = p.environ() if p.pid != server.proc.pid else {}
             if 'PATH' in env:  # Ray's agents retitle themselves over their environment block: unreadable
                 settings.append((p.name(), env.get('RAY_USAGE_STATS_ENABLED')))
-        except (ProcessLookupError, PermissionError, psutil.Error):
+        except psutil.Error:
             pass
     names = {name for name, _ in settings}
     assert {'gcs_server', 'raylet'} <= names and all(value == '0' for _, value in settings), settings

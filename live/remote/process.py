@@ -29,7 +29,6 @@ class ServeProcess:
         self.url = f'ws://127.0.0.1:{self.port}'
         self.proc: subprocess.Popen | None = None
         self.starts = 0
-        self.output: list[str] = []
         self.stderr_path = self.log_dir / 'serve-0.err'
 
     @property
@@ -47,7 +46,6 @@ class ServeProcess:
              *self.extra], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=self.stderr_path.open('w'), text=True,
             start_new_session=True)
         lines: list[str] = []
-        self.output = lines  # the server's stdout lines, as they come
         threading.Thread(target=lambda: lines.extend(self.proc.stdout), daemon=True).start()
         while not any(line.startswith('serving on ') for line in lines):
             if self.proc.poll() is not None or time.monotonic() - t0 > timeout:
@@ -59,17 +57,29 @@ class ServeProcess:
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors='replace') if self.stderr_path.exists() else ''
 
+    def session_processes(self) -> list:
+        """The psutil processes of the server's session: main.py serve and everything Ray started for it."""
+        import psutil
+        if self.proc is None:
+            return []
+        found = []
+        for p in psutil.process_iter():
+            try:
+                if os.getsid(p.pid) == self.proc.pid:
+                    found.append(p)
+            except (ProcessLookupError, PermissionError, psutil.Error):
+                pass
+        return found
+
     def kill(self) -> None:
         """SIGKILL to every process of the server's session: what a crash or a pulled plug looks like."""
         import psutil
         if self.proc is None:
             return
-        sid = self.proc.pid
-        for p in psutil.process_iter():
+        for p in self.session_processes():
             try:
-                if os.getsid(p.pid) == sid:
-                    p.kill()
-            except (ProcessLookupError, PermissionError, psutil.Error):
+                p.kill()
+            except psutil.Error:
                 pass
         self.proc.wait(30)
         self.proc = None
