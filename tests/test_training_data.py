@@ -13,6 +13,7 @@ from fomm_model.training.augmentation import (
     rgb_to_hsv,
 )
 from fomm_model.training.dataset import EpochSampler, FramesDataset, PairedDataset
+from fomm_model.training.painting_style import draw_style
 from fomm_model.training.synthetic import FORMATS, blob_clip, make_dataset, write_clip
 from fomm_model.training.video_frames import VideoReadError, read_frames
 
@@ -134,3 +135,35 @@ def test_color_jitter_same_params_for_both_frames_and_hsv_roundtrip():
     assert aug(pair, np.random.default_rng(0)).shape == (2, 128, 128, 3)
     with pytest.raises(ValueError, match='rotation_param'):
         Augmentation(rotation_param={'degrees': 5})
+
+
+def test_painting_style_is_one_look_for_both_frames_and_keeps_the_face_in_place():
+    frames = blob_clip(2, 128)
+    frames[1] = frames[0]  # two equal frames must come out equal: one drawn look, applied alike
+    changed = 0
+    for seed in range(12):
+        style = draw_style(np.random.default_rng(seed), (128, 128))
+        a, b = style(frames[0]), style(frames[1])
+        assert a.shape == frames[0].shape and a.dtype == np.uint8 and np.array_equal(a, b)
+        again = draw_style(np.random.default_rng(seed), (128, 128))(frames[0])
+        assert np.array_equal(a, again)  # seeded
+        grey_in, grey_out = frames[0].astype(float).mean(-1), a.astype(float).mean(-1)
+        assert np.corrcoef(grey_in.ravel(), grey_out.ravel())[0, 1] > 0.8  # a restyled image, not another one
+        changed += np.abs(a.astype(int) - frames[0]).mean() > 3
+    assert changed >= 10
+
+
+def test_painting_style_restyles_source_and_target_but_not_the_driving_frame(tmp_path):
+    root = make_dataset(tmp_path / 'd', identities=2, clips_per_identity=1, num_frames=6)
+    plain = FramesDataset(root, (128, 128, 3), random_seed=3)
+    painted = FramesDataset(root, (128, 128, 3), random_seed=3, painting_style=1.0)
+    for epoch in range(3):
+        p, q = plain.get(0, epoch=epoch), painted.get(0, epoch=epoch)
+        assert 'driving_target' not in p
+        assert torch.equal(p['driving'], q['driving'])  # the keypoints' frame stays a camera frame
+        assert not torch.equal(p['source'], q['source'])
+        assert not torch.equal(q['driving_target'], q['driving'])
+    never = FramesDataset(root, (128, 128, 3), random_seed=3, painting_style=1e-9).get(0)
+    assert torch.equal(never['driving_target'], never['driving'])  # key always there, so batches collate
+    with pytest.raises(ValueError, match='painting_style must be in'):
+        FramesDataset(root, (128, 128, 3), painting_style=1.5)

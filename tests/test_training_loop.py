@@ -282,3 +282,20 @@ def test_resuming_a_checkpoint_of_another_config_says_which_config_fits(data, tm
     save_checkpoint(tmp_path / 'face.pth.tar', build_models('face-128'))
     with pytest.raises(CheckpointMismatchError, match='fits the shipped config.s.: face-128'):
         Trainer(opts(tiny_config(data), tmp_path / 'run', checkpoint=tmp_path / 'face.pth.tar'))
+
+
+def test_painted_pairs_reproduce_the_target_from_keypoints_of_the_camera_frame(data, tmp_path):
+    config = tiny_config(data)
+    config['dataset_params']['painting_style'] = 1.0
+    config['train_params']['loss_weights']['l1'] = 10
+    trainer = Trainer(opts(config, tmp_path / 'run', seed=1))
+    x = next(iter(trainer.loader))
+    assert not torch.equal(x['driving_target'], x['driving'])
+    full = trainer.generator_full
+    losses, generated = full(x)  # with gradients: the equivariance jacobian needs autograd
+    plain_losses, plain = full({k: v for k, v in x.items() if k != 'driving_target'})
+    assert torch.equal(generated['kp_driving']['value'], plain['kp_driving']['value'])
+    expected = 10 * torch.abs(generated['prediction'] - x['driving_target']).mean()
+    assert torch.allclose(losses['l1'], expected) and not torch.allclose(losses['l1'], plain_losses['l1'])
+    values, _ = trainer.train_step(x)
+    assert all(math.isfinite(v) for v in values.values())

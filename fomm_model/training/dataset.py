@@ -20,6 +20,7 @@ from torch.utils.data import Dataset, Sampler
 from .augmentation import Augmentation
 from .landmark_targets import mirror as mirror_targets
 from .landmark_targets import mouth_gap
+from .painting_style import draw_style
 from .video_frames import VideoReadError, is_video, read_frames
 
 MOUTH_CONTRAST_CANDIDATES = 8  # frames drawn for a mouth-contrasting pair: its most and least open mouth
@@ -51,12 +52,15 @@ class FramesDataset(Dataset):
     ``mouth_contrast`` (0-1, needs the targets): that share of the pairs are the most and the least open mouth of
     MOUTH_CONTRAST_CANDIDATES random frames of the clip, instead of two random frames. Why: in random pairs of a
     talking clip the mouth changes little, so a generator rarely has to open or close one.
+    ``painting_style`` (0-1): that share of the pairs get one painting look (:mod:`.painting_style`) on the source
+    and on 'driving_target', the frame the generator must reproduce; 'driving', whose keypoints drive, stays a
+    camera frame. Train items then always carry 'driving_target' (the plain driving frame when not restyled).
     """
 
     def __init__(self, root_dir: str | Path, frame_shape=(256, 256, 3), id_sampling: bool = False,
                  is_train: bool = True, random_seed: int = 0, augmentation_params: dict | None = None,
                  cache_bytes: int = 4 << 30, landmark_targets: dict[str, np.ndarray] | None = None,
-                 mouth_contrast: float = 0.0, **unused):
+                 mouth_contrast: float = 0.0, painting_style: float = 0.0, **unused):
         self.root = Path(root_dir)
         self.frame_shape = tuple(int(x) for x in frame_shape)
         self.is_train = is_train
@@ -82,6 +86,9 @@ class FramesDataset(Dataset):
         if not 0.0 <= float(mouth_contrast) <= 1.0:
             raise ValueError(f"dataset_params.mouth_contrast must be in [0, 1], got {mouth_contrast}")
         self.mouth_contrast = float(mouth_contrast)
+        if not 0.0 <= float(painting_style) <= 1.0:
+            raise ValueError(f"dataset_params.painting_style must be in [0, 1], got {painting_style}")
+        self.painting_style = float(painting_style)
 
     def __len__(self) -> int:
         return len(self.identities) if self.id_sampling else len(self.videos)
@@ -130,8 +137,15 @@ class FramesDataset(Dataset):
             pair, points = self.transform(pair, rng, points, mirror_targets)
         elif self.transform is not None:
             pair = self.transform(pair, rng)
+        if self.painting_style > 0:
+            pair = np.concatenate([pair, pair[1:]])  # source, driving (keypoints), driving_target (reproduced)
+            if rng.random() < self.painting_style:
+                style = draw_style(rng, pair.shape[1:3])
+                pair[0], pair[2] = style(pair[0]), style(pair[2])
         pair = torch.from_numpy(np.ascontiguousarray(pair)).permute(0, 3, 1, 2).float().div_(255.0)
         item = {'source': pair[0], 'driving': pair[1], 'name': path.name}
+        if self.painting_style > 0:
+            item['driving_target'] = pair[2]
         if points is not None:
             item['source_landmarks'], item['driving_landmarks'] = torch.from_numpy(points).unbind(0)
         return item

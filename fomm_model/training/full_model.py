@@ -40,6 +40,12 @@ def detach_kp(kp: dict) -> dict:
     return {k: v.detach() for k, v in kp.items()}
 
 
+def target_frame(x: dict) -> torch.Tensor:
+    """The frame the generator must reproduce: 'driving', or its restyled copy 'driving_target' when the batch
+    has one (dataset_params.painting_style; keypoints still come from the camera frame 'driving')."""
+    return x.get('driving_target', x['driving'])
+
+
 def loss_weights(train_params: dict) -> dict:
     """The config's loss weights with defaults for keys older configs lack (l1 = 0: the original has none)."""
     w = dict(train_params.get('loss_weights', {}))
@@ -202,7 +208,8 @@ class GeneratorFullModel(nn.Module):
         generated = self.generator(x['source'], kp_source=kp_source, kp_driving=kp_driving)
         generated.update({'kp_source': kp_source, 'kp_driving': kp_driving})
         losses = {}
-        pyramide_real = self.pyramid(x['driving'])
+        real = target_frame(x)
+        pyramide_real = self.pyramid(real)
         pyramide_generated = self.pyramid(generated['prediction'])
 
         if sum(w['perceptual']) != 0:
@@ -216,7 +223,7 @@ class GeneratorFullModel(nn.Module):
             losses['perceptual'] = total
 
         if w['l1']:
-            losses['l1'] = w['l1'] * torch.abs(generated['prediction'] - x['driving']).mean()
+            losses['l1'] = w['l1'] * torch.abs(generated['prediction'] - real).mean()
 
         if self.landmark_keypoints is not None:
             if 'source_landmarks' not in x:
@@ -228,8 +235,7 @@ class GeneratorFullModel(nn.Module):
         if w['mouth'] != 0:
             if 'driving_landmarks' not in x:
                 raise ValueError("loss_weights.mouth is non-zero but the batch has no landmark targets")
-            losses['mouth'] = w['mouth'] * self.mouth_loss(generated['prediction'], x['driving'],
-                                                           x['driving_landmarks'])
+            losses['mouth'] = w['mouth'] * self.mouth_loss(generated['prediction'], real, x['driving_landmarks'])
 
         if w['mouth_occlusion'] != 0:
             if 'driving_landmarks' not in x or 'occlusion_logits' not in generated:
@@ -286,7 +292,7 @@ class DiscriminatorFullModel(nn.Module):
         self.loss_weights = loss_weights(train_params)
 
     def forward(self, x: dict, generated: dict) -> dict:
-        pyramide_real = self.pyramid(x['driving'])
+        pyramide_real = self.pyramid(target_frame(x))
         pyramide_generated = self.pyramid(generated['prediction'].detach())
         kp_driving = detach_kp(generated['kp_driving'])
         maps_generated = self.discriminator(pyramide_generated, kp=kp_driving)
