@@ -35,7 +35,8 @@ def random_flip(frames: np.ndarray, rng: np.random.Generator, time_flip: bool = 
     return apply_flip(frames, draw_flip(rng, time_flip, horizontal_flip))
 
 
-def _gray(x: np.ndarray) -> np.ndarray:
+def gray(x: np.ndarray) -> np.ndarray:
+    """Luma (ITU-R 601 weights, as PIL's "L") of float RGB (..., 3), keeping a channel axis: (..., 1)."""
     return (0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2])[..., None]
 
 
@@ -77,10 +78,10 @@ def color_jitter(frames: np.ndarray, rng: np.random.Generator, brightness: float
     if contrast:
         f = rng.uniform(max(0.0, 1 - contrast), 1 + contrast)
         # one mean per frame, as adjust_contrast on each PIL image of the clip
-        ops.append(lambda y, f=f: f * y + (1 - f) * _gray(y).mean(axis=(-3, -2), keepdims=True))
+        ops.append(lambda y, f=f: f * y + (1 - f) * gray(y).mean(axis=(-3, -2), keepdims=True))
     if saturation:
         f = rng.uniform(max(0.0, 1 - saturation), 1 + saturation)
-        ops.append(lambda y, f=f: f * y + (1 - f) * _gray(y))
+        ops.append(lambda y, f=f: f * y + (1 - f) * gray(y))
     if hue:
         f = rng.uniform(-hue, hue)
 
