@@ -161,7 +161,7 @@ def bench_config(name: str, rounds: int, frames_per_round: int, threads: int) ->
 
     from fomm_model.config import load_config
     from fomm_model.devices import cpu_has_fast_bfloat16
-    from fomm_model.inference.cache import file_hash, weights_key
+    from fomm_model.inference.cache import file_hash, graph_key
     from fomm_model.inference.select import installed
     from fomm_model.models import build_models
     from fomm_model.checkpoint import load_checkpoint
@@ -169,11 +169,12 @@ def bench_config(name: str, rounds: int, frames_per_round: int, threads: int) ->
     config = load_config(name)
     bundled_config, bundled_file = bundled()
     if name == bundled_config:
-        models, key, weights = load_checkpoint(config, bundled_file), file_hash(bundled_file), 'bundled weights'
+        models, weights = load_checkpoint(config, bundled_file), 'bundled weights'
+        key = graph_key(models, file_hash(bundled_file))
     else:
         torch.manual_seed(0)
         models = build_models(config, with_discriminator=False).eval()
-        key, weights = weights_key(models), 'random weights'
+        key, weights = graph_key(models), 'random weights'
     size = _size(models)
     source, driving = _inputs(size, frames_per_round + 1)
     anchor, driving = driving[0], driving[1:]

@@ -77,14 +77,14 @@ def child(args) -> None:
     from fomm_model import Animator, load_checkpoint, load_config
     from fomm_model.config import frame_size
     from fomm_model.inference import create_runner
-    from fomm_model.inference.cache import file_hash
+    from fomm_model.inference.cache import file_hash, graph_key
     from fomm_model.video_io import read_image, read_video, resize_image
     bundled_config, bundled_file = bundled()
     config = load_config(args.config or bundled_config)
     size = frame_size(config)
     models = load_checkpoint(config, bundled_file)
     torch.set_num_threads(2)
-    selection = create_runner(models, size, args.backend, 'cpu', model_key=file_hash(bundled_file))
+    selection = create_runner(models, size, args.backend, 'cpu', model_key=graph_key(models, file_hash(bundled_file)))
     animator = Animator(models, backend=selection.runner)
     source = resize_image(read_image(SHARED / 'data' / 'avatars' / 'mona_lisa.png'), size)
     clip = sorted((SHARED / 'data' / 'faces' / 'test').glob('*.mp4'))[0]

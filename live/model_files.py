@@ -6,14 +6,15 @@ from pathlib import Path
 from fomm_model.checkpoint import CheckpointError, load_checkpoint
 from fomm_model.config import ConfigError, load_config
 from fomm_model.defaults import resolve_model
-from fomm_model.inference.cache import file_hash
+from fomm_model.inference.cache import file_hash, graph_key
 from fomm_model.models import Models
 
 from .options import ModelOptions
 
 
 def load_model(options: ModelOptions) -> tuple[Models, str]:
-    """The models (on the CPU; the runner moves its own copy) and a key of the file's content for caches."""
+    """The models (on the CPU; the runner moves its own copy) and the key of their exported graphs (file content
+    and architecture settings)."""
     from .engine import EngineError
     try:
         config_name, path = resolve_model(options.config, options.checkpoint)
@@ -21,4 +22,4 @@ def load_model(options: ModelOptions) -> tuple[Models, str]:
                                  with_discriminator=False)
     except (CheckpointError, ConfigError, FileNotFoundError) as exc:
         raise EngineError(str(exc)) from exc
-    return models, file_hash(path)
+    return models, graph_key(models, file_hash(path))

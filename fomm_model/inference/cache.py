@@ -1,4 +1,4 @@
-"""On-disk cache for exported and compiled graphs, keyed by the weights' content (not a path)."""
+"""On-disk cache for exported and compiled graphs, keyed by weights content (not a path) and architecture."""
 from __future__ import annotations
 
 import hashlib
@@ -57,12 +57,16 @@ def atomic_write(path: Path, write) -> None:
             tmp.unlink()
 
 
-def weights_key(models) -> str:
-    """sha256 (first 16 hex digits) of the kp detector's and generator's weights: keys exported graphs when the
-    models did not come from a file (a file's key is :func:`file_hash`, which reads it once)."""
-    h = hashlib.sha256()
-    for name in ('kp_detector', 'generator'):
-        for key, tensor in getattr(models, name).state_dict().items():
-            h.update(key.encode())
-            h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+def graph_key(models, file_digest: str | None = None) -> str:
+    """Key of a model's exported and compiled graphs: its weights (``file_digest``, the :func:`file_hash` of the
+    file they came from, or else hashed here) and its config's model_params, so the same weights under another
+    architecture setting (generator_params.mouth_keypoints adds no weights) never reuse a stale graph."""
+    if file_digest is None:
+        h = hashlib.sha256()
+        for name in ('kp_detector', 'generator'):
+            for key, tensor in getattr(models, name).state_dict().items():
+                h.update(key.encode())
+                h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+        file_digest = h.hexdigest()[:16]
+    params = json.dumps(models.config.get('model_params', {}), sort_keys=True, default=str)
+    return f'{file_digest}-{hashlib.sha256(params.encode()).hexdigest()[:8]}'

@@ -56,8 +56,8 @@ def build_runner(name: str, models: Models, size: tuple[int, int], device: torch
 
 
 def _key(models: Models) -> str:
-    from .cache import weights_key
-    return weights_key(models)
+    from .cache import graph_key
+    return graph_key(models)
 
 
 def installed(backend: str) -> str | None:

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dense_motion import DenseMotionNetwork
+from .mouth_interior import mouth_interior
 from .util import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d, grid_sample_fp32
 
 
@@ -15,12 +16,28 @@ class OcclusionAwareGenerator(nn.Module):
     ``forward`` reproduces the original call. For animation the work is split so the per-avatar part is
     done once: :meth:`prepare_source` (encoder features + dense-motion source inputs) and
     :meth:`forward_prepared` (dense motion, warp, decoder for one driving pose).
+
+    ``mouth_keypoints`` (not in the original; None there) names four keypoints that track the inner upper lip,
+    inner lower lip, right and left inner mouth corner (trained onto them by ``loss_weights.landmarks``). The
+    occlusion map is then zeroed over the mouth interior those keypoints open beyond the source's
+    (:func:`.mouth_interior.mouth_interior`), so the decoder paints an interior the source never shows instead of
+    stretching closed lips: a learned map never marked it (assets/models/MODEL_CARD.md).
     """
 
     def __init__(self, num_channels, num_kp, block_expansion, max_features, num_down_blocks,
                  num_bottleneck_blocks, estimate_occlusion_map=False, dense_motion_params=None,
-                 estimate_jacobian=False, align_corners=True, **kwargs):
+                 estimate_jacobian=False, align_corners=True, mouth_keypoints=None, **kwargs):
         super().__init__()
+        if mouth_keypoints is not None:
+            mouth_keypoints = [int(k) for k in mouth_keypoints]
+            if len(mouth_keypoints) != 4 or len(set(mouth_keypoints)) != 4 \
+                    or not all(0 <= k < num_kp for k in mouth_keypoints):
+                raise ValueError(f"generator_params.mouth_keypoints must be 4 different keypoints in [0, {num_kp}) "
+                                 f"(upper lip, lower lip, right corner, left corner); got {mouth_keypoints}")
+            if not estimate_occlusion_map or dense_motion_params is None:
+                raise ValueError("generator_params.mouth_keypoints needs estimate_occlusion_map: True and "
+                                 "dense_motion_params: it acts on the occlusion map")
+        self.mouth_keypoints = mouth_keypoints
         if dense_motion_params is not None:
             self.dense_motion_network = DenseMotionNetwork(num_kp=num_kp, num_channels=num_channels,
                                                            estimate_occlusion_map=estimate_occlusion_map,
@@ -84,6 +101,10 @@ class OcclusionAwareGenerator(nn.Module):
             output_dict['sparse_deformed'] = dense_motion['sparse_deformed']
             output_dict['deformation'] = dense_motion['deformation']
             occlusion_map = dense_motion.get('occlusion_map')
+            if occlusion_map is not None and self.mouth_keypoints is not None:
+                revealed, _ = mouth_interior(prepared['kp']['value'][:, self.mouth_keypoints],
+                                             kp_driving['value'][:, self.mouth_keypoints], occlusion_map.shape[2:])
+                occlusion_map = occlusion_map * (1 - revealed)
             if occlusion_map is not None:
                 output_dict['occlusion_map'] = occlusion_map
             if 'occlusion_logits' in dense_motion:

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..modules.util import AntiAliasInterpolation2d, make_coordinate_grid
+from ..modules.mouth_interior import mouth_interior
+from ..modules.util import AntiAliasInterpolation2d
 from .landmark_targets import ANCHOR_NAMES, check_keypoint_indices
 from .transform import Transform
 
@@ -97,40 +98,11 @@ def mouth_crops(images: torch.Tensor, targets: torch.Tensor, size: int = MOUTH_C
 
 def _mouth_ellipses(source: torch.Tensor, driving: torch.Tensor, size: tuple[int, int], supersample: int = 4
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(B, 1, H, W) coverage of the driving mouth's interior not open in the source, of its surroundings, and (B,)
-    which samples have both mouths.
-
-    The inner mouth is the ellipse through the inner corners (major axis) and the inner lips (minor axis). The
-    source's is placed on the driving's centre and axes, so head motion between the two frames does not count as
-    opening; what the driving's ellipse covers beyond the source's is mouth interior the source never shows.
-    """
+    """:func:`~fomm_model.modules.mouth_interior.mouth_interior` of (B, A, 2) landmark targets, and (B,) which
+    samples have both mouths."""
     (mouth_s, known_s), (mouth_d, known_d) = _mouth_anchors(source), _mouth_anchors(driving)
-    known = known_s & known_d
-
-    def axes(m):  # MOUTH_ANCHORS order: upper lip, lower lip, right corner, left corner
-        major = m[:, 2] - m[:, 3]
-        a = (major.norm(dim=-1) / 2).clamp(min=1e-3)
-        u = major / (2 * a[:, None])
-        v = torch.stack([-u[:, 1], u[:, 0]], -1)
-        b = ((m[:, 1] - m[:, 0]) * v).sum(-1).abs() / 2
-        return a, b, u, v
-
-    a_d, b_d, u, v = axes(mouth_d)
-    a_s, b_s, _, _ = axes(mouth_s)
-    centre = mouth_d.mean(1)
-    h, w = size[0] * supersample, size[1] * supersample
-    grid = make_coordinate_grid((h, w), device=source.device).view(1, h, w, 2) - centre.view(-1, 1, 1, 2)
-    along = (grid * u.view(-1, 1, 1, 2)).sum(-1)
-    across = (grid * v.view(-1, 1, 1, 2)).sum(-1)
-
-    def inside(a, b):
-        b = b.clamp(min=1e-4).view(-1, 1, 1)
-        return ((along / a.view(-1, 1, 1)) ** 2 + (across / b) ** 2 <= 1).float()
-
-    revealed = (inside(a_d, b_d) - inside(a_s, b_s)).clamp(min=0)
-    # the lips and skin around: should stay warped from the source (so the map cannot just darken the whole mouth)
-    around = inside(1.4 * a_d, torch.maximum(b_d, b_s) + 0.5 * a_d)
-    return F.avg_pool2d(revealed[:, None], supersample), F.avg_pool2d(around[:, None], supersample), known
+    revealed, around = mouth_interior(mouth_s, mouth_d, size, supersample)
+    return revealed, around, known_s & known_d
 
 
 def mouth_occlusion_loss(occlusion_logits: torch.Tensor, source_landmarks: torch.Tensor,
