@@ -93,8 +93,10 @@ def test_the_generator_zeroes_the_occlusion_map_where_its_lip_keypoints_open(gui
 
 
 def test_bad_mouth_keypoints_are_a_clear_error():
-    for bad in ([1, 2, 3], [1, 1, 2, 3], [1, 2, 3, 10]):
-        with pytest.raises(ValueError, match='mouth_keypoints must be 4 different keypoints'):
+    with pytest.raises(ValueError, match='mouth_keypoints needs 4 keypoint indices'):
+        build_models(_tiny_config([1, 2, 3]), with_discriminator=False)
+    for bad in ([1, 1, 2, 3], [1, 2, 3, 10]):
+        with pytest.raises(ValueError, match=r'mouth_keypoints must be distinct indices in 0\.\.9'):
             build_models(_tiny_config(bad), with_discriminator=False)
     config = _tiny_config()
     config['model_params']['generator_params']['estimate_occlusion_map'] = False

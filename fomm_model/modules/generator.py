@@ -7,7 +7,7 @@ from torch import nn
 
 from .dense_motion import DenseMotionNetwork
 from .mouth_interior import mouth_interior
-from .util import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d, grid_sample_fp32
+from .util import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d, grid_sample_fp32, keypoint_indices
 
 
 class OcclusionAwareGenerator(nn.Module):
@@ -29,11 +29,8 @@ class OcclusionAwareGenerator(nn.Module):
                  estimate_jacobian=False, align_corners=True, mouth_keypoints=None, **kwargs):
         super().__init__()
         if mouth_keypoints is not None:
-            mouth_keypoints = [int(k) for k in mouth_keypoints]
-            if len(mouth_keypoints) != 4 or len(set(mouth_keypoints)) != 4 \
-                    or not all(0 <= k < num_kp for k in mouth_keypoints):
-                raise ValueError(f"generator_params.mouth_keypoints must be 4 different keypoints in [0, {num_kp}) "
-                                 f"(upper lip, lower lip, right corner, left corner); got {mouth_keypoints}")
+            mouth_keypoints = keypoint_indices(mouth_keypoints, 4, num_kp, 'generator_params.mouth_keypoints',
+                                               'point (upper lip, lower lip, right corner, left corner)')
             if not estimate_occlusion_map or dense_motion_params is None:
                 raise ValueError("generator_params.mouth_keypoints needs estimate_occlusion_map: True and "
                                  "dense_motion_params: it acts on the occlusion map")

@@ -50,5 +50,6 @@ def mouth_interior(source: torch.Tensor, driving: torch.Tensor, size: tuple[int,
         return ((along / a.view(-1, 1, 1)) ** 2 + (across / b) ** 2 <= 1).float()
 
     revealed = (inside(a_d, b_d) - inside(a_s, b_s)).clamp(min=0)
+    # the lips and skin around: should stay warped from the source (so a map cannot just darken the whole mouth)
     around = inside(1.4 * a_d, torch.maximum(b_d, b_s) + 0.5 * a_d)
     return F.avg_pool2d(revealed[:, None], supersample), F.avg_pool2d(around[:, None], supersample)

@@ -9,6 +9,17 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def keypoint_indices(indices, count: int, num_kp: int, option: str, meaning: str) -> list[int]:
+    """``count`` distinct keypoint indices below ``num_kp``, checked for the config ``option`` (``meaning``: what
+    the indices stand for, in order), with an error that names the option."""
+    indices = [int(i) for i in indices]
+    if len(indices) != count:
+        raise ValueError(f'{option} needs {count} keypoint indices, one per {meaning}; got {len(indices)}')
+    if len(set(indices)) != count or not all(0 <= i < num_kp for i in indices):
+        raise ValueError(f'{option} must be distinct indices in 0..{num_kp - 1} (num_kp {num_kp}); got {indices}')
+    return indices
+
+
 def make_coordinate_grid(spatial_size: tuple[int, int], dtype: torch.dtype = torch.float32,
                          device: torch.device | str | None = None) -> torch.Tensor:
     """(h, w, 2) grid of (x, y) in [-1, 1] with +-1 at pixel centres (align_corners=True convention)."""

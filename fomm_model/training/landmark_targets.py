@@ -20,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..modules.util import keypoint_indices
 from .video_frames import read_frames
 
 log = logging.getLogger(__name__)
@@ -134,11 +135,5 @@ def load_or_compute(videos: Sequence[Path], size: tuple[int, int], cache_dir: st
 
 def check_keypoint_indices(indices: Sequence[int], num_kp: int) -> list[int]:
     """``train_params.landmark_keypoints``: one distinct keypoint index per anchor, each below num_kp."""
-    indices = [int(i) for i in indices]
-    if len(indices) != len(ANCHORS):
-        raise ValueError(f'train_params.landmark_keypoints needs {len(ANCHORS)} keypoint indices, one per anchor '
-                         f'({", ".join(ANCHOR_NAMES)}); got {len(indices)}')
-    if len(set(indices)) != len(indices) or not all(0 <= i < num_kp for i in indices):
-        raise ValueError(f'train_params.landmark_keypoints must be distinct indices in 0..{num_kp - 1} '
-                         f'(num_kp {num_kp}); got {indices}')
-    return indices
+    return keypoint_indices(indices, len(ANCHORS), num_kp, 'train_params.landmark_keypoints',
+                            f'anchor ({", ".join(ANCHOR_NAMES)})')
