@@ -87,3 +87,109 @@ def test_torch_runner_rewrites_its_copy_and_never_the_callers_model():
     assert any(isinstance(m, SubpixelUpBlock2d) for m in fast._generator.modules())
     plain = TorchRunner(models, rewrite=False)
     assert not any(isinstance(m, SubpixelUpBlock2d) for m in plain._generator.modules())
+
+
+@pytest.mark.parametrize('scale,h,w', [(0.25, 128, 128), (0.25, 30, 17), (0.5, 9, 12), (0.125, 64, 40)])
+def test_anti_alias_downscaling_at_the_stride_equals_blur_then_subsample(scale, h, w):
+    """The original blurs every pixel, then keeps every 1/scale-th one; the module blurs only those."""
+    import torch.nn.functional as F
+    from fomm_model.modules.util import AntiAliasInterpolation2d
+    down = AntiAliasInterpolation2d(3, scale)
+    x = torch.rand(2, 3, h, w)
+    k = down.int_inv_scale
+    blurred = F.conv2d(F.pad(x, (down.ka, down.kb, down.ka, down.kb)), down.weight, groups=3)
+    expected = blurred[:, :, ::k, ::k]
+    got = down(x)
+    assert got.shape == expected.shape == (2, 3, -(-h // k), -(-w // k))
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
+
+
+def _res_block(channels: int, seed: int):
+    from fomm_model.modules.util import ResBlock2d
+    torch.manual_seed(seed)
+    block = ResBlock2d(channels, kernel_size=3, padding=1)
+    with torch.no_grad():   # batch-norm statistics far from the identity, so folding norm2 is exercised
+        for norm in (block.norm1, block.norm2):
+            norm.running_mean.normal_()
+            norm.running_var.uniform_(0.3, 3.0)
+            norm.weight.normal_()
+            norm.bias.normal_()
+    return block.eval()
+
+
+@pytest.mark.parametrize('cin,cout,h,w', [(3, 5, 4, 4), (8, 8, 8, 12), (16, 4, 20, 16)])
+def test_winograd_convolution_equals_the_direct_one(cin, cout, h, w):
+    import torch.nn.functional as F
+    from fomm_model.inference.rewrite import winograd_conv3x3, winograd_filters
+    torch.manual_seed(cin * h)
+    weight, bias, x = torch.randn(cout, cin, 3, 3), torch.randn(cout), torch.randn(1, cin, h, w)
+    expected = F.conv2d(x, weight, bias, padding=1)
+    got = winograd_conv3x3(x, winograd_filters(weight), bias)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)   # borders included (zero padding)
+
+
+def test_winograd_res_block_equals_the_block_and_runs_it_unchanged_outside_export():
+    from fomm_model.inference.rewrite import WinogradResBlock2d
+    block = _res_block(16, seed=2)
+    wrapped = WinogradResBlock2d(copy.deepcopy(block))
+    x = torch.randn(1, 16, 12, 8)
+    with torch.no_grad():
+        expected = block(x)
+        torch.testing.assert_close(wrapped.winograd(x), expected, atol=1e-4, rtol=1e-4)
+        assert torch.equal(wrapped(x), expected)   # eager: the direct form
+
+
+def test_winograd_only_where_it_was_measured_faster():
+    from fomm_model.inference.rewrite import winograd_pays
+    assert winograd_pays(torch.empty(1, 256, 64, 64), 256)          # vox-256's bottleneck
+    assert not winograd_pays(torch.empty(1, 64, 32, 32), 64)        # the bundled model's: slower there
+    assert not winograd_pays(torch.empty(1, 256, 32, 32), 256)      # too few tiles
+    assert not winograd_pays(torch.empty(2, 256, 64, 64), 256)      # batch
+    assert not winograd_pays(torch.empty(1, 256, 64, 66), 256)      # side not divisible by 4
+
+
+@pytest.mark.parametrize('side,form', [(64, 'winograd'), (32, 'direct')])
+def test_exported_res_block_takes_the_measured_form_and_runtimes_agree(tmp_path, side, form):
+    import onnx
+    import onnxruntime
+    from fomm_model.inference.rewrite import WinogradResBlock2d
+    block = _res_block(128, seed=5)
+    wrapped = WinogradResBlock2d(copy.deepcopy(block)).eval()
+    x = torch.randn(1, 128, side, side)
+    path = tmp_path / 'block.onnx'
+    with torch.no_grad():
+        expected = block(x).numpy()
+        torch.onnx.export(wrapped, (x,), str(path), opset_version=17, dynamo=False)
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert (('MatMul' in ops and 'Conv' not in ops) if form == 'winograd' else ('Conv' in ops and 'MatMul' not in ops))
+    session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    assert float(abs(got - expected).max()) < 1e-3 * float(abs(expected).max())
+
+
+def test_openvino_runs_a_wide_generator_in_winograd_form_and_agrees_with_eager(reference_dir, monkeypatch, tmp_path):
+    """A vox-like bottleneck (128 channels at 64x64): the OpenVINO graphs take Winograd's form, ONNX Runtime's do
+    not, and the OpenVINO runner passes its start-up check against the unchanged model."""
+    import onnx
+    from fomm_model import build_models, load_config
+    from fomm_model.inference import create_runner, select
+    from fomm_model.inference.onnx_runner import export_onnx
+    from fomm_model.inference.rewrite import WinogradResBlock2d
+    if select.installed('openvino'):
+        pytest.skip(select.installed('openvino'))
+    monkeypatch.setenv('FOMM_LIVE_CACHE', str(tmp_path))
+    config = load_config(reference_dir / 'tiny-128.yaml')
+    config['dataset_params']['frame_shape'] = [256, 256, 3]
+    config['model_params']['generator_params'].update(block_expansion=32, max_features=128, num_bottleneck_blocks=1)
+    torch.manual_seed(0)
+    models = build_models(config, with_discriminator=False)
+    selection = create_runner(models, (256, 256), 'openvino', 'cpu')
+    assert selection.verification['output_max_abs_diff'] <= 1 / 255
+    ov_graph = onnx.load(str(selection.runner._paths[1]))
+    ort_graph = onnx.load(str(export_onnx(models, (256, 256), 'wide')[1]))
+    count = lambda graph, op: sum(n.op_type == op for n in graph.graph.node)
+    # the block's two convolutions: two batched products in OpenVINO's graph instead of two Conv nodes
+    assert count(ov_graph, 'MatMul') == count(ort_graph, 'MatMul') + 2
+    assert count(ov_graph, 'Conv') == count(ort_graph, 'Conv') - 2
+    assert not any(isinstance(m, WinogradResBlock2d) for m in models.generator.modules())   # the caller's model

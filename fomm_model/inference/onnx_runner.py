@@ -17,18 +17,25 @@ from ..devices import check_device
 from ..models import Models
 from .cache import atomic_write, cache_dir
 from .graphs import GENERATOR_INPUTS, FrameGenerator, SourceInputs, prepare_source
+from .rewrite import winograd_res_blocks
 from .runner import EagerPreparer, Runner, RunnerError
 
 log = logging.getLogger(__name__)
 
 OPSET = 17  # grid_sample needs >= 16
-GRAPH_VERSION = 'subpixel2'  # changes when the exported graphs change for the same weights (see .rewrite)
+GRAPH_VERSION = 'subpixel3'  # changes when the exported graphs change for the same weights (see .rewrite;
+# 3: the keypoint detector's anti-alias downscaling blurs at its stride)
 ORT_HINT = 'pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA), plus onnx and onnxscript for the export'
 
 
-def export_onnx(models: Models, size: tuple[int, int], model_key: str, opset: int = OPSET) -> tuple[Path, Path]:
-    """Export (or reuse) ``kp.onnx`` and ``generator.onnx`` for these weights; returns their paths."""
-    folder = cache_dir('onnx') / f'{model_key}-{size[0]}x{size[1]}-opset{opset}-{GRAPH_VERSION}'
+def export_onnx(models: Models, size: tuple[int, int], model_key: str, opset: int = OPSET,
+                winograd: bool = False) -> tuple[Path, Path]:
+    """Export (or reuse) ``kp.onnx`` and ``generator.onnx`` for these weights; returns their paths.
+
+    ``winograd``: wide residual blocks in Winograd's form (:func:`.rewrite.winograd_res_blocks`), for OpenVINO,
+    which runs it faster; ONNX Runtime ran it slower, so its graphs keep the direct convolutions."""
+    variant = '-winograd' if winograd else ''
+    folder = cache_dir('onnx') / f'{model_key}-{size[0]}x{size[1]}-opset{opset}-{GRAPH_VERSION}{variant}'
     folder.mkdir(parents=True, exist_ok=True)
     kp_path, gen_path = folder / 'kp.onnx', folder / 'generator.onnx'
     if kp_path.is_file() and gen_path.is_file():
@@ -36,6 +43,8 @@ def export_onnx(models: Models, size: tuple[int, int], model_key: str, opset: in
         return kp_path, gen_path
     log.info('exporting ONNX graphs (opset %d) to %s', opset, folder)
     prep = EagerPreparer(models)
+    if winograd:
+        winograd_res_blocks(prep._generator)
     kp_graph, frame = prep._kp, FrameGenerator(prep._generator).eval()
     x = torch.rand(1, 3, *size)
     with torch.no_grad(), warnings.catch_warnings():

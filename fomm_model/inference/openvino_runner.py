@@ -1,5 +1,6 @@
-"""OpenVINO runner: the same two exported graphs as the ONNX runner (:func:`.onnx_runner.export_onnx`, exported
-once per weights), compiled by OpenVINO's CPU plugin. On an AVX2 CPU it ran the per-frame step ~1.4x faster
+"""OpenVINO runner: the two graphs of the ONNX runner (:func:`.onnx_runner.export_onnx`, exported once per
+weights), except that wide residual blocks take Winograd's form (:func:`.rewrite.winograd_res_blocks`, faster
+in OpenVINO only), compiled by OpenVINO's CPU plugin. On an AVX2 CPU it ran the per-frame step ~1.4x faster
 than ONNX Runtime and ~2x faster than eager PyTorch (see ``benchmarks/bench_animator.py``), at float32
 accuracy (max difference to eager float32 under 1e-5).
 
@@ -80,7 +81,7 @@ class OpenVinoRunner(Runner):
             raise RunnerError('--backend openvino --dtype bfloat16 needs a CPU with AVX512-BF16 or AMX (this one '
                               'has neither, and would emulate it in float32); use --dtype float32')
         self.dtype, self.channels_last = dtype, False
-        self._paths = export_onnx(models, size, model_key)
+        self._paths = export_onnx(models, size, model_key, winograd=True)
         self._core = ov.Core()
         self._core.set_property({'CACHE_DIR': str(cache_dir('openvino'))})
         self._compiled: dict[int, tuple] = {}
