@@ -173,6 +173,7 @@ def test_openvino_runs_a_wide_generator_in_winograd_form_and_agrees_with_eager(r
     not, and the OpenVINO runner passes its start-up check against the unchanged model."""
     import onnx
     from fomm_model import build_models, load_config
+    from fomm_model.devices import cpu_has_fast_bfloat16
     from fomm_model.inference import create_runner, select
     from fomm_model.inference.onnx_runner import export_onnx
     from fomm_model.inference.rewrite import WinogradResBlock2d
@@ -193,3 +194,6 @@ def test_openvino_runs_a_wide_generator_in_winograd_form_and_agrees_with_eager(r
     assert count(ov_graph, 'MatMul') == count(ort_graph, 'MatMul') + 2
     assert count(ov_graph, 'Conv') == count(ort_graph, 'Conv') - 2
     assert not any(isinstance(m, WinogradResBlock2d) for m in models.generator.modules())   # the caller's model
+    if cpu_has_fast_bfloat16():   # bfloat16's 8-bit mantissa: the direct form
+        bf16 = create_runner(models, (256, 256), 'openvino', 'cpu', dtype='bfloat16').runner
+        assert count(onnx.load(str(bf16._paths[1])), 'MatMul') == count(ort_graph, 'MatMul')

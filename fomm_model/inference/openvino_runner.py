@@ -1,6 +1,6 @@
 """OpenVINO runner: the two graphs of the ONNX runner (:func:`.onnx_runner.export_onnx`, exported once per
-weights), except that wide residual blocks take Winograd's form (:func:`.rewrite.winograd_res_blocks`, faster
-in OpenVINO only), compiled by OpenVINO's CPU plugin. On an AVX2 CPU it ran the per-frame step ~1.4x faster
+weights), except that in float32 wide residual blocks take Winograd's form (:func:`.rewrite.winograd_res_blocks`,
+faster in OpenVINO only), compiled by OpenVINO's CPU plugin. On an AVX2 CPU it ran the per-frame step ~1.4x faster
 than ONNX Runtime and ~2x faster than eager PyTorch (see ``benchmarks/bench_animator.py``), at float32
 accuracy (max difference to eager float32 under 1e-5).
 
@@ -81,7 +81,9 @@ class OpenVinoRunner(Runner):
             raise RunnerError('--backend openvino --dtype bfloat16 needs a CPU with AVX512-BF16 or AMX (this one '
                               'has neither, and would emulate it in float32); use --dtype float32')
         self.dtype, self.channels_last = dtype, False
-        self._paths = export_onnx(models, size, model_key, winograd=True)
+        # Winograd's transforms scale values by up to 8x before the products: fine in float32 (~1e-5), not at
+        # bfloat16's 8-bit mantissa, so bfloat16 graphs keep the direct convolutions
+        self._paths = export_onnx(models, size, model_key, winograd=dtype == torch.float32)
         self._core = ov.Core()
         self._core.set_property({'CACHE_DIR': str(cache_dir('openvino'))})
         self._compiled: dict[int, tuple] = {}
