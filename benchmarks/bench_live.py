@@ -9,11 +9,18 @@ face detector runs more often while the model's keypoints say the face moves):
 right after timing the bare model step, the median round reported; then one 'live' run (the clip paced at its
 fps and looped, like a webcam: sustained fps, drops, end-to-end latency). The bare step runs on the engine's
 own thread (a command between frames), so both see the same OpenMP team.
+
+'Interleaved': one more offline run in which, every ``--block-frames`` frames, the engine thread itself times
+``--block-steps`` bare steps (the first of each burst not counted) before taking the next frame; each block's
+ratio (mean frame time over mean bare step) compares frames and steps a fraction of a second apart, so a shared
+host's slow spells, which make whole rounds swing by tens of percent, hit both sides alike. The median block is
+reported beside the median round.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -31,16 +38,22 @@ CONFIGS = {'torch': ('torch', 'float32', False), 'torch-bf16': ('torch', 'bfloat
            'compile': ('compile', 'float32', False)}
 
 
-def bare_step_ms(engine, steps: int) -> float:
-    """Mean over back-to-back model steps (keypoints + per-frame generator) of the engine's own animator, on the
-    engine thread (the same statistic as the engine's frames per second)."""
+def bare_step(engine):
+    """A zero-argument model step (keypoints + per-frame generator) of the engine's own animator on a sample
+    image; to be called on the engine thread."""
     from fomm_model.inference import sample_images
+    animator = engine.pipeline.animator
+    _, driving = sample_images(animator.size)
+    x = animator.to_tensor(driving)
+    return lambda: animator.runner.generate(animator.prepared, *animator.runner.keypoints(x))
+
+
+def bare_step_ms(engine, steps: int) -> float:
+    """Mean over back-to-back model steps of the engine's own animator, on the engine thread (the same statistic
+    as the engine's frames per second)."""
 
     def run() -> float:
-        animator = engine.pipeline.animator
-        _, driving = sample_images(animator.size)
-        x = animator.to_tensor(driving)
-        step = lambda: animator.runner.generate(animator.prepared, *animator.runner.keypoints(x))
+        step = bare_step(engine)
         for _ in range(3):
             step()
         t0 = time.perf_counter()
@@ -100,6 +113,40 @@ def engine_window(engine, realtime: bool, seconds: float, frames: int) -> dict:
             'stages': s1.stages, 'backend': s1.backend, 'detections': detections}
 
 
+def interleaved_blocks(engine, blocks: int, block_frames: int, block_steps: int) -> list[tuple[float, float]]:
+    """(mean frame time, mean bare step) in ms per block of one offline run: after every ``block_frames`` frames
+    (10 warm-up frames first), the frame listener, on the engine thread, times ``block_steps`` bare steps after
+    one untimed step. A frame's time runs from the end of the previous frame (or burst) to the end of its own."""
+    import threading
+    done, state = threading.Event(), {'count': 0, 'last': 0.0, 'frames': [], 'step': None}
+    out: list[tuple[float, float]] = []
+
+    def on_frame(_result) -> None:
+        now = time.perf_counter()
+        state['count'] += 1
+        if state['count'] > 10 and not done.is_set():
+            state['frames'].append(now - state['last'])
+            if len(state['frames']) == block_frames:
+                step = state['step'] = state['step'] or bare_step(engine)
+                step()                                   # the first step after frames: not counted
+                t0 = time.perf_counter()
+                for _ in range(block_steps):
+                    step()
+                t1 = time.perf_counter()
+                out.append((1000 * sum(state['frames']) / block_frames, 1000 * (t1 - t0) / block_steps))
+                state['frames'] = []
+                if len(out) == blocks:
+                    done.set()
+                now = time.perf_counter()
+        state['last'] = now
+    engine.add_listener(on_frame)
+    engine.start()
+    done.wait()
+    engine.stop()
+    engine.remove_listener(on_frame)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--backends', default='torch,onnx,openvino', help=f'comma-separated: {", ".join(CONFIGS)}')
@@ -107,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--frames', type=int, default=120, help='frames of each offline round')
     p.add_argument('--steps', type=int, default=60, help='model steps timed alone per round')
     p.add_argument('--rounds', type=int, default=7, help='alternating rounds of bare step and offline engine')
+    p.add_argument('--blocks', type=int, default=40, help='blocks of the interleaved run')
+    p.add_argument('--block-frames', type=int, default=12, help='engine frames per interleaved block')
+    p.add_argument('--block-steps', type=int, default=6, help='bare steps per interleaved block')
     p.add_argument('--detect-every', type=int, default=3)
     p.add_argument('--detect-sync', action='store_true', help='face detection on the engine thread (the old way)')
     p.add_argument('--threads', type=int, default=None, help='torch threads (default: all cores)')
@@ -135,14 +185,23 @@ def main(argv: list[str] | None = None) -> int:
         order = sorted(range(args.rounds), key=lambda i: ratios[i])
         mid = order[len(order) // 2]
         step, off, overhead = steps[mid], offs[mid], 100.0 * ratios[mid]
+        blocks = interleaved_blocks(engine, args.blocks, args.block_frames, args.block_steps)
+        block_ratios = sorted(frame / bare - 1.0 for frame, bare in blocks)
+        interleaved = 100.0 * block_ratios[len(block_ratios) // 2]
         engine.close()
         live_engine = make_engine(name, ckpt, True, args.detect_every, args.detect_sync, args.threads)
         paced = engine_window(live_engine, True, args.seconds, args.frames)
         live_engine.close()
         per_frame = 1000.0 / off['fps']
-        rows.append((name, step, off, paced, overhead, 100.0 * (per_frame / off['stages']['model'].mean_ms - 1.0)))
+        rows.append((name, step, off, paced, overhead, 100.0 * (per_frame / off['stages']['model'].mean_ms - 1.0),
+                     interleaved))
         print(f'\n== {name}: {off["backend"]}')
         print(f'  overhead per round: {", ".join(f"{100 * r:+.1f}%" for r in ratios)} (median reported)')
+        q = lambda f: 100.0 * block_ratios[min(len(block_ratios) - 1, int(f * len(block_ratios)))]
+        print(f'  interleaved: median of {len(blocks)} blocks ({args.block_frames} frames, then {args.block_steps} '
+              f'bare steps) {interleaved:+.1f}% (quartiles {q(0.25):+.1f}% / {q(0.75):+.1f}%); frame '
+              f'{statistics.median(f for f, _ in blocks):.1f} ms, bare step {statistics.median(b for _, b in blocks):.1f} '
+              f'ms (block medians)')
         print(f'  model step alone (kp + frame generator): {step:6.1f} ms  = {1000 / step:5.1f} fps')
         print(f'  offline engine: {off["fps"]:5.1f} fps over {off["frames"]} frames = {per_frame:5.1f} ms/frame'
               f'  -> engine overhead {overhead:+5.1f}% on top of the model step')
@@ -162,12 +221,12 @@ def main(argv: list[str] | None = None) -> int:
             a, b = off['stages'][stage], paced['stages'][stage]
             label = 'latency' if stage == 'total' else stage
             print(f'    {label:<9} {a.mean_ms:9.2f} {a.p95_ms:8.2f}   {b.mean_ms:9.2f} {b.p95_ms:8.2f}')
-    print('\nsummary: backend, model-step fps, offline engine fps, overhead vs bare step, overhead within the run, '
-          'live fps, live latency mean/p95 ms')
-    for name, step, off, paced, overhead, in_run in rows:
+    print('\nsummary: backend, model-step fps, offline engine fps, overhead vs bare step (median round), '
+          '(median interleaved block), overhead within the run, live fps, live latency mean/p95 ms')
+    for name, step, off, paced, overhead, in_run, interleaved in rows:
         lat = paced['stages']['total']
-        print(f'  {name:<11} {1000 / step:6.1f} {off["fps"]:6.1f} {overhead:+6.1f}% {in_run:+6.1f}% {paced["fps"]:6.1f} '
-              f'{lat.mean_ms:7.1f} / {lat.p95_ms:.1f}')
+        print(f'  {name:<11} {1000 / step:6.1f} {off["fps"]:6.1f} {overhead:+6.1f}% {interleaved:+6.1f}% {in_run:+6.1f}% '
+              f'{paced["fps"]:6.1f} {lat.mean_ms:7.1f} / {lat.p95_ms:.1f}')
     return 0
 
 
