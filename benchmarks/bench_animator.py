@@ -85,8 +85,9 @@ class AvatarifyPath:
 
         from fomm_model.config import frame_size
         from fomm_model.inference.convert import image_to_tensor
-        self.kp_detector = copy.deepcopy(models.kp_detector).float().eval()
-        self.generator = copy.deepcopy(models.generator).float().eval()
+        from fomm_model.reference import with_original_downscaling   # its fork runs the original modules
+        self.kp_detector = with_original_downscaling(copy.deepcopy(models.kp_detector)).float().eval()
+        self.generator = with_original_downscaling(copy.deepcopy(models.generator)).float().eval()
         self.size = frame_size(models.config)
         self.to_tensor = lambda img: image_to_tensor(img, self.size)
         with torch.no_grad():

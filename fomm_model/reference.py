@@ -10,11 +10,33 @@ import copy
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .config import frame_size
 from .inference.convert import image_to_tensor
 from .keypoints import normalize_kp
 from .models import Models
+from .modules.util import AntiAliasInterpolation2d
+
+
+class OriginalAntiAlias(AntiAliasInterpolation2d):
+    """The original's downscaling cost: blur every pixel, then keep every ``int_inv_scale``-th one (the package's
+    module blurs only the kept pixels, same values)."""
+
+    def forward(self, x):
+        if self.scale == 1.0:
+            return x
+        out = F.conv2d(F.pad(x, (self.ka, self.kb, self.ka, self.kb)), weight=self.weight.to(x.dtype),
+                       groups=self.groups)
+        return out[:, :, ::self.int_inv_scale, ::self.int_inv_scale]
+
+
+def with_original_downscaling(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` (in place) with every anti-alias downscaling computed as the original computes it."""
+    for m in module.modules():
+        if type(m) is AntiAliasInterpolation2d:
+            m.__class__ = OriginalAntiAlias
+    return module
 
 
 class OriginalAnimation:
@@ -23,8 +45,9 @@ class OriginalAnimation:
     def __init__(self, models: Models, source: np.ndarray, anchor: np.ndarray, relative: bool = True,
                  adapt_scale: bool = True, device: torch.device | str = 'cpu'):
         self.device = torch.device(device)
-        self.kp_detector = copy.deepcopy(models.kp_detector).to(self.device, torch.float32).eval()
-        self.generator = copy.deepcopy(models.generator).to(self.device, torch.float32).eval()
+        copies = (copy.deepcopy(models.kp_detector), copy.deepcopy(models.generator))
+        self.kp_detector, self.generator = (with_original_downscaling(m).to(self.device, torch.float32).eval()
+                                            for m in copies)
         self.size = frame_size(models.config)
         self.relative, self.adapt_scale = relative, adapt_scale
         with torch.no_grad():

@@ -23,8 +23,8 @@ from .runner import EagerPreparer, Runner, RunnerError
 log = logging.getLogger(__name__)
 
 OPSET = 17  # grid_sample needs >= 16
-GRAPH_VERSION = 'subpixel3'  # changes when the exported graphs change for the same weights (see .rewrite;
-# 3: the keypoint detector's anti-alias downscaling blurs at its stride)
+GRAPH_VERSION = 'subpixel4'  # changes when the exported graphs change for the same weights (see .rewrite;
+# 3: the keypoint detector's anti-alias downscaling blurs at its stride; 4: Winograd's taps read by index)
 ORT_HINT = 'pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA), plus onnx and onnxscript for the export'
 
 

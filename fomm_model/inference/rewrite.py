@@ -11,10 +11,10 @@ generator's work. The batch norm (inference statistics) is folded into the convo
 :func:`winograd_res_blocks` gives the residual blocks of wide bottlenecks (vox-256: 256 channels at 64x64, 12
 3x3 convolutions, two thirds of the per-frame generator) a second exported form: Winograd's F(4x4, 3x3), which
 computes each 4x4 output tile from a 6x6 input tile with 36 multiplications per channel pair instead of 144: the
-input and output transforms are additions of strided slices and the products are one batched matrix product.
+input and output transforms are additions of the tiles' taps and the products are one batched matrix product.
 The result differs from the direct convolution by float32 rounding only (~1e-5 of the activations). OpenVINO,
-capped at AVX2, ran such a 3x3 convolution in 15.8 ms instead of 23.6 ms and a whole block 1.6x faster (AMD
-EPYC Zen 4); ONNX Runtime ran the block 1.2x slower, and narrow layers (the bundled model's 64 channels at 32x32)
+capped at AVX2, ran such a 3x3 convolution in 14.4 ms of layer time instead of 27.2 ms (AMD EPYC Zen 4);
+ONNX Runtime ran a whole block 1.2x slower, and narrow layers (the bundled model's 64 channels at 32x32)
 were slower everywhere. So eager PyTorch keeps the direct form, only OpenVINO's export takes Winograd's
 (``export_onnx(winograd=True)``), and only where :func:`winograd_pays`.
 
@@ -108,9 +108,10 @@ _WINOGRAD_BT = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
 _WINOGRAD_G = torch.tensor([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
                             [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], dtype=torch.float64)
 _WINOGRAD_AT = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]
-# where the exported Winograd form was measured faster (OpenVINO, 2 threads): 256 channels at 64x64 1.5x;
-# 64 channels at 32x32 (the bundled model) 1.35x slower
-WINOGRAD_MIN_CHANNELS = 128
+# where the exported Winograd form was measured faster (OpenVINO capped at AVX2, 2 threads, layer time of one
+# convolution): 256 channels at 64x64 (vox, bair, taichi) 1.9x faster; 128 at 64x64 1.04x slower; 64 at 32x32
+# (the bundled model) 1.55x slower
+WINOGRAD_MIN_CHANNELS = 256
 WINOGRAD_MIN_TILES = 256
 
 
@@ -143,21 +144,24 @@ def winograd_filters(weight: torch.Tensor) -> torch.Tensor:
 
 def winograd_conv3x3(x: torch.Tensor, filters: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """A 3x3 convolution (stride 1, zero padding 1) of a (1, C, H, W) input, H and W divisible by 4, with
-    ``filters`` from :func:`winograd_filters`."""
+    ``filters`` from :func:`winograd_filters`.
+
+    Tile row t reads padded rows 4t..4t+5: with the rows grouped in fours (a reshape), tap i < 4 is index i of
+    group t and taps 4, 5 are indices 0, 1 of group t + 1. OpenVINO runs these indexed reads as jit Gathers,
+    1.25x faster over the whole convolution than strided slices (which it runs as reference code)."""
     _, c, h, w = x.shape
     th, tw = h // 4, w // 4
-    xp = F.pad(x, (1, 1, 1, 1))[0]                                              # (C, H+2, W+2)
-    bt = _WINOGRAD_BT
-    rows = [xp[:, i:i + 4 * th - 3:4, :] for i in range(6)]                     # (C, th, W+2) each
+    xp = F.pad(x, (1, 3, 1, 3))[0].reshape(c, th + 1, 4, w + 4)                 # (C, row groups, 4, W+4)
+    rows = [xp[:, :th, i] if i < 4 else xp[:, 1:, i - 4] for i in range(6)]      # (C, th, W+4) each
     v = []
-    for r in (_combine(rows, bt[a]) for a in range(6)):
-        cols = [r[:, :, j:j + 4 * tw - 3:4] for j in range(6)]
-        v.extend(_combine(cols, bt[b]) for b in range(6))                        # (C, th, tw): tile entry (a, b)
+    for r in (_combine(rows, _WINOGRAD_BT[a]) for a in range(6)):
+        g = r.reshape(c, th, tw + 1, 4)
+        cols = [g[:, :, :tw, j] if j < 4 else g[:, :, 1:, j - 4] for j in range(6)]
+        v.extend(_combine(cols, _WINOGRAD_BT[b]) for b in range(6))             # (C, th, tw): tile entry (a, b)
     m = torch.matmul(filters, torch.stack(v).reshape(36, c, th * tw))            # (36, O, th*tw)
     m = list(m.reshape(36, -1, th, tw).unbind(0))
-    at = _WINOGRAD_AT
-    s = [[_combine(m[b::6], at[p]) for b in range(6)] for p in range(4)]        # rows of A^T m
-    y = torch.stack([_combine(s[p], at[q]) for p in range(4) for q in range(4)])  # (16, O, th, tw): (p, q)
+    s = [[_combine(m[b::6], _WINOGRAD_AT[p]) for b in range(6)] for p in range(4)]   # rows of A^T m
+    y = torch.stack([_combine(s[p], _WINOGRAD_AT[q]) for p in range(4) for q in range(4)])  # (16, O, th, tw)
     o = y.shape[1]
     y = y.reshape(4, 4, o, th, tw).permute(2, 3, 0, 4, 1).reshape(1, o, h, w)   # pixel (4i+p, 4j+q)
     return y + bias[None, :, None, None]
