@@ -40,12 +40,17 @@ CONFIGS = {'torch': ('torch', 'float32', False), 'torch-bf16': ('torch', 'bfloat
 
 def bare_step(engine):
     """A zero-argument model step (keypoints + per-frame generator) of the engine's own animator on a sample
-    image; to be called on the engine thread."""
+    image, to be called on the engine thread: the runtime's own calls, so tensors in and out where the runner
+    converts frames in NumPy (that conversion counts as engine work), uint8 frames where its graphs convert
+    them (``Runner.images_in_graph``: OpenVINO float32)."""
     from fomm_model.inference import sample_images
     animator = engine.pipeline.animator
+    runner, prepared = animator.runner, animator.prepared
     _, driving = sample_images(animator.size)
+    if runner.images_in_graph:
+        return lambda: runner.generate_image(prepared, *runner.keypoints_of_image(driving))
     x = animator.to_tensor(driving)
-    return lambda: animator.runner.generate(animator.prepared, *animator.runner.keypoints(x))
+    return lambda: runner.generate(prepared, *runner.keypoints(x))
 
 
 def bare_step_ms(engine, steps: int) -> float:

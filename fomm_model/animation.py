@@ -1,7 +1,8 @@
 """The animator: one avatar, prepared once, moved by driving frames through any runner.
 
 This is the one core behind ``fomm animate``, ``fomm reconstruct``, the original-API ``make_animation`` and
-the live app: it converts images (uint8 in, uint8 out), prepares the source, applies relative motion
+the live app: it takes and returns uint8 images (the runner's per-frame calls convert them: in NumPy, or inside
+the runtime's graphs where it can), prepares the source, applies relative motion
 (:class:`~fomm_model.keypoints.RelativeMotion`) and calls the runner's two graphs. Runners
 (:mod:`fomm_model.inference`) supply only the keypoint call and the per-frame generator call.
 """
@@ -53,7 +54,7 @@ class Animator:
         self.kp_anchor: Keypoints | None = None
         self.motion: RelativeMotion | None = None
 
-    # -- conversions (the only place images become tensors and back) ---------------------------------
+    # -- conversions (other than the runner's per-frame calls) --------------------------------------------
     def to_tensor(self, image: np.ndarray) -> torch.Tensor:
         r = self.runner
         return image_to_tensor(image, self.size, r.device, r.dtype, r.channels_last)
@@ -68,6 +69,8 @@ class Animator:
 
     def keypoints(self, image: np.ndarray | torch.Tensor) -> Keypoints:
         """Keypoints of a driving frame (an image, or a tensor from :meth:`to_tensor`)."""
+        if _is_model_frame(image, self.size):   # the per-frame case: the runner converts (maybe in its graph)
+            return Keypoints.from_torch(self.runner.keypoints_of_image(image))
         x = image if isinstance(image, torch.Tensor) else self.to_tensor(image)
         return Keypoints.from_torch(self.runner.keypoints(x))
 
@@ -121,9 +124,13 @@ class Animator:
         value, jacobian = kp.to_torch(self.runner.device)
         return self.runner.generate(self.prepared, value, jacobian)
 
+    @torch.inference_mode()
     def generate(self, kp: Keypoints) -> np.ndarray:
         """As :meth:`predict`, as an HxWx3 uint8 RGB image."""
-        return tensor_to_image(self.predict(kp))
+        if self.prepared is None:
+            raise RuntimeError('call set_source() before animating')
+        value, jacobian = kp.to_torch(self.runner.device)
+        return self.runner.generate_image(self.prepared, value, jacobian)
 
     def animate(self, frame: np.ndarray) -> np.ndarray:
         """One driving frame (HxWx3 RGB) -> the animated avatar (uint8, model size). In relative mode the first
@@ -138,3 +145,9 @@ class Animator:
 
     def close(self) -> None:
         self.runner.close()
+
+
+def _is_model_frame(image: Any, size: tuple[int, int]) -> bool:
+    """One HxWx3 uint8 frame at the model's size (what :meth:`Runner.keypoints_of_image` takes)."""
+    return (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+            and tuple(image.shape[:2]) == tuple(size))

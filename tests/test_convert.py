@@ -59,3 +59,40 @@ def test_frame_becomes_the_same_uint8_image_as_in_pytorch_with_clipping(layout):
 
 def test_round_trip_keeps_every_pixel(photo):
     assert np.array_equal(tensor_to_image(image_to_tensor(photo, (128, 128))), photo)
+
+
+def _identity_graphs(shape: tuple[int, ...]):
+    """An OpenVINO 'keypoint graph' and 'generator' that return their float input: what uint8_frame_graphs adds
+    is then all that happens to a frame."""
+    from fomm_model.inference.openvino_runner import _import_openvino
+    ov = _import_openvino()
+    from openvino import opset13 as ops
+
+    def identity(name: str):
+        x = ops.parameter(shape, np.float32, name=name)
+        return ov.Model([ops.result(ops.multiply(x, ops.constant(np.float32(1))))], [x], name)
+    return ov, identity('kp'), identity('generator')
+
+
+def test_openvino_frame_graphs_convert_exactly_as_numpy_with_clipping(photo):
+    pytest.importorskip('openvino')
+    from fomm_model.inference.openvino_runner import compile_config, uint8_frame_graphs
+    ov, kp, generator = _identity_graphs((1, 3, 96, 128))
+    kp_image, generator_image = uint8_frame_graphs(kp, generator)
+    assert len(generator.outputs) == 1 and kp.input(0).get_element_type() == ov.Type.f32   # copies: untouched
+    core, config = ov.Core(), compile_config(2, torch.float32)
+    kp_image, generator_image = (core.compile_model(m, 'CPU', config) for m in (kp_image, generator_image))
+
+    image = np.ascontiguousarray(np.concatenate([photo, photo[:32, :]], 0)[:96])  # 96x128 RGB
+    got = kp_image.create_infer_request().infer({0: image[None]})[0]
+    assert np.array_equal(got, image_to_tensor(image, (96, 128)).numpy())
+
+    rng = np.random.default_rng(1)
+    t = rng.uniform(-0.3, 1.3, (1, 3, 96, 128)).astype(np.float32)
+    t[0, 0, 0, :6] = [0.0, 1.0, 0.5 / 255, 254.5 / 255, -1.0, 2.0]   # rounding edges and clipping
+    out = generator_image.create_infer_request().infer({0: t})
+    assert np.array_equal(out[0], t)                                    # the float frame is still there
+    frame = out[1][0]
+    assert frame.dtype == np.uint8 and frame.shape == (96, 128, 3)
+    assert np.array_equal(frame, tensor_to_image(torch.from_numpy(t)))
+    assert frame[0, :6, 0].tolist() == [0, 255, 1, 255, 0, 255]

@@ -65,25 +65,30 @@ def _skip_missing(backend: str) -> None:
         pytest.skip(missing)
 
 
-def _animate(animator: Animator, source, frames) -> tuple[list[np.ndarray], list[torch.Tensor]]:
+def _animate(animator: Animator, source, frames) -> tuple[list[np.ndarray], list[torch.Tensor], list[np.ndarray]]:
+    """Keypoints (from uint8 frames: the per-frame path), float frames (predict) and uint8 frames (generate)."""
     animator.set_source(source)
     animator.set_anchor(frames[0])
-    kps, preds = [], []
+    kps, preds, images = [], [], []
     for frame in frames:
         kp = animator.keypoints(frame)
         kps.append(np.concatenate([kp.value.ravel(), kp.jacobian.ravel()]))
         preds.append(animator.predict(animator.normalize(kp)).float().clone())
-    return kps, preds
+        images.append(animator.generate(animator.normalize(kp)))
+    return kps, preds, images
 
 
 def _assert_agrees(models, source, frames, runner) -> None:
     reference = Animator(models, backend=TorchRunner(models, rewrite=False))   # the unchanged model
-    ref_kp, ref_pred = _animate(reference, source, frames)
-    got_kp, got_pred = _animate(Animator(models, backend=runner), source, frames)
+    ref_kp, ref_pred, ref_images = _animate(reference, source, frames)
+    got_kp, got_pred, got_images = _animate(Animator(models, backend=runner), source, frames)
     kp_diff = max(float(np.abs(a - b).max()) for a, b in zip(got_kp, ref_kp))
     out_diff = max(float((a - b).abs().max()) for a, b in zip(got_pred, ref_pred))
     assert kp_diff < 1e-4, kp_diff
     assert out_diff < 1e-4, out_diff   # float32 runtimes: same maths, other kernels
+    for got, want in zip(got_images, ref_images):   # a 1e-4 difference may round to the next level
+        assert got.shape == want.shape and got.dtype == np.uint8
+        assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
 
 
 @pytest.mark.parametrize('backend', RUNTIMES)
@@ -95,6 +100,44 @@ def test_runtime_agrees_with_eager_float32(backend, model, request):
     assert selection.runner.name == backend
     assert selection.verification['output_max_abs_diff'] <= 1 / 255
     _assert_agrees(models, source, frames, selection.runner)
+
+
+def test_runner_image_calls_are_the_tensor_calls_with_the_shared_conversions(tiny):
+    """The default per-frame calls of every runner: exactly :mod:`convert` around the tensor calls."""
+    from fomm_model.inference.convert import image_to_tensor, tensor_to_image
+    models, source, frames = tiny
+    runner = TorchRunner(models)
+    assert not runner.images_in_graph
+    prepared = runner.prepare_source(image_to_tensor(source, (128, 128)))
+    value, jacobian = runner.keypoints_of_image(frames[2])
+    want_value, want_jacobian = runner.keypoints(image_to_tensor(frames[2], (128, 128)))
+    assert torch.equal(value, want_value) and torch.equal(jacobian, want_jacobian)
+    assert np.array_equal(runner.generate_image(prepared, value, jacobian),
+                          tensor_to_image(runner.generate(prepared, value, jacobian)))
+
+
+@pytest.mark.parametrize('model', ['tiny', 'bundled'])
+def test_openvino_converts_frames_inside_its_graphs_as_numpy_would(model, request):
+    """float32 OpenVINO takes the uint8 frame and returns it from its graphs; the result is the tensor path's."""
+    _skip_missing('openvino')
+    from fomm_model.inference.convert import image_to_tensor, tensor_to_image
+    models, source, frames = request.getfixturevalue(model)
+    runner = create_runner(models, (128, 128), 'openvino', 'cpu', verify=False).runner
+    assert runner.images_in_graph
+    prepared = runner.prepare_source(image_to_tensor(source, (128, 128)))
+    for frame in frames[1:4]:
+        value, jacobian = runner.keypoints_of_image(frame)
+        want_value, want_jacobian = runner.keypoints(image_to_tensor(frame, (128, 128)))
+        torch.testing.assert_close(value, want_value, atol=1e-6, rtol=0)
+        torch.testing.assert_close(jacobian, want_jacobian, atol=1e-6, rtol=0)
+        image = runner.generate_image(prepared, value, jacobian)
+        assert image.shape == (128, 128, 3) and image.dtype == np.uint8 and image.flags['C_CONTIGUOUS']
+        want = tensor_to_image(runner.generate(prepared, value, jacobian))
+        assert np.abs(image.astype(int) - want.astype(int)).max() <= 1
+        assert np.mean(image != want) < 1e-3     # off by one only where fused kernels round a tie apart
+        before = image.copy()
+        runner.generate_image(prepared, *runner.keypoints_of_image(frames[0]))
+        assert np.array_equal(image, before)     # a frame handed out is the caller's: the next call keeps off it
 
 
 @pytest.mark.parametrize('backend', RUNTIMES)

@@ -199,3 +199,4 @@ def test_openvino_runs_a_wide_generator_in_winograd_form_and_agrees_with_eager(r
     if cpu_has_fast_bfloat16():   # bfloat16's 8-bit mantissa: the direct form
         bf16 = create_runner(models, (256, 256), 'openvino', 'cpu', dtype='bfloat16').runner
         assert count(onnx.load(str(bf16._paths[1])), 'MatMul') == count(ort_graph, 'MatMul')
+        assert selection.runner.images_in_graph and not bf16.images_in_graph   # nor x * 255 + 0.5 in its graph

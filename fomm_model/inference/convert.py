@@ -4,6 +4,7 @@ On the CPU the per-frame cases (a model-size uint8 image in, a float32 frame out
 results are bit-identical to the PyTorch expressions they replace, but a few small PyTorch operations right
 after a model step wake the step's sleeping OpenMP threads for each operation: 0.2-0.4 ms a frame each way on
 a 2-core Xeon, against about 0.1 ms in NumPy (measured inside the live engine, face-128, 128x128).
+OpenVINO's float32 graphs compute the same arithmetic themselves (``openvino_runner.uint8_frame_graphs``).
 """
 from __future__ import annotations
 

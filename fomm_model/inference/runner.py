@@ -1,8 +1,11 @@
 """What a runtime must supply to animate: a keypoint call and a per-frame generator call.
 
-Everything else (uint8 <-> tensor conversion, source preparation, relative motion, the start-up check against
-eager float32) is done once, by :class:`fomm_model.Animator`, for every runner. A runner owns its copies of
-the networks: it never changes the :class:`~fomm_model.models.Models` it was built from.
+Everything else (source preparation, relative motion, the start-up check against eager float32) is done once,
+by :class:`fomm_model.Animator`, for every runner; uint8 frames become tensors and back in one place,
+:mod:`.convert`, through :meth:`Runner.keypoints_of_image` and :meth:`Runner.generate_image`. A runtime that can
+do that conversion inside its own graphs (OpenVINO) overrides those two and sets :attr:`Runner.images_in_graph`.
+A runner owns its copies of the networks: it never changes the :class:`~fomm_model.models.Models` it was built
+from.
 """
 from __future__ import annotations
 
@@ -10,9 +13,11 @@ import copy
 from abc import ABC, abstractmethod
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..models import Models
+from .convert import image_to_tensor, tensor_to_image
 from .graphs import KeypointGraph, SourceInputs, prepare_source
 from .rewrite import subpixel_up_blocks
 
@@ -33,6 +38,8 @@ class Runner(ABC):
     device: torch.device = torch.device('cpu')
     dtype: torch.dtype = torch.float32
     channels_last: bool = False
+    # True when keypoints_of_image/generate_image take and return uint8 frames inside the runtime's graphs
+    images_in_graph: bool = False
 
     @abstractmethod
     def keypoints(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,6 +53,14 @@ class Runner(ABC):
     @abstractmethod
     def generate(self, source: Any, kp_value: torch.Tensor, kp_jacobian: torch.Tensor) -> torch.Tensor:
         """The prepared avatar moved to the (already normalised) keypoints: (B, 3, H, W) in [0, 1]."""
+
+    def keypoints_of_image(self, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`keypoints` of one model-size HxWx3 uint8 RGB frame (the per-frame call of the live app)."""
+        return self.keypoints(image_to_tensor(image, image.shape[:2], self.device, self.dtype, self.channels_last))
+
+    def generate_image(self, source: Any, kp_value: torch.Tensor, kp_jacobian: torch.Tensor) -> np.ndarray:
+        """:meth:`generate` for one frame, as an HxWx3 uint8 RGB image (rounded, clipped to [0, 255])."""
+        return tensor_to_image(self.generate(source, kp_value, kp_jacobian))
 
     def describe(self) -> str:
         from ..devices import dtype_name

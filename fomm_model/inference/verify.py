@@ -6,10 +6,9 @@ import time
 from collections.abc import Mapping
 
 import numpy as np
-import torch
 
 from ..devices import dtype_name
-from .convert import image_to_tensor, tensor_to_image
+from .convert import image_to_tensor
 from .runner import Runner, RunnerError
 
 log = logging.getLogger(__name__)
@@ -37,13 +36,13 @@ def sample_images(size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _run(runner: Runner, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(source keypoints, driving keypoints, output image) of one runner on the sample images; the driving
-    keypoints are fed to the generator unchanged (absolute mode), which exercises every input."""
+    """(source keypoints, driving keypoints, output image) of one runner on the sample images, through the
+    per-frame calls (uint8 frame in, uint8 frame out); the driving keypoints are fed to the generator unchanged
+    (absolute mode), which exercises every input."""
     source, driving = sample_images(size)
-    convert = lambda img: image_to_tensor(img, size, runner.device, runner.dtype, runner.channels_last)
-    prepared = runner.prepare_source(convert(source))
-    value, jacobian = runner.keypoints(convert(driving))
-    out = tensor_to_image(runner.generate(prepared, value, jacobian))
+    prepared = runner.prepare_source(image_to_tensor(source, size, runner.device, runner.dtype, runner.channels_last))
+    value, jacobian = runner.keypoints_of_image(driving)
+    out = runner.generate_image(prepared, value, jacobian)
     kp_source = np.concatenate([prepared.kp_value.float().cpu().numpy().ravel(),
                                 prepared.kp_jacobian.float().cpu().numpy().ravel()])
     kp_driving = np.concatenate([value.float().cpu().numpy().ravel(), jacobian.float().cpu().numpy().ravel()])
@@ -75,16 +74,13 @@ def verify_runner(runner: Runner, reference: Runner, size: tuple[int, int]) -> d
 
 
 def _step(runner: Runner, size: tuple[int, int]):
-    """A zero-argument callable running one model step (keypoints + generate) of ``runner`` on the sample input."""
+    """A zero-argument callable running one model step of ``runner`` on the sample input, as the app runs it:
+    keypoints of a uint8 frame, then the uint8 frame out (the conversions are part of each runner's cost)."""
     source, driving = sample_images(size)
-    convert = lambda img: image_to_tensor(img, size, runner.device, runner.dtype, runner.channels_last)
-    prepared = runner.prepare_source(convert(source))
-    x = convert(driving)
-    sync = torch.cuda.synchronize if runner.device.type == 'cuda' else (lambda: None)
+    prepared = runner.prepare_source(image_to_tensor(source, size, runner.device, runner.dtype, runner.channels_last))
 
     def step() -> None:
-        runner.generate(prepared, *runner.keypoints(x))
-        sync()
+        runner.generate_image(prepared, *runner.keypoints_of_image(driving))   # the image waits for the device
     return step
 
 
