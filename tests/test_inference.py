@@ -140,6 +140,24 @@ def test_openvino_converts_frames_inside_its_graphs_as_numpy_would(model, reques
         assert np.array_equal(image, before)     # a frame handed out is the caller's: the next call keeps off it
 
 
+def test_openvino_writes_its_frame_graphs_once_and_compiles_float_keypoints_only_when_asked(tiny):
+    """The uint8 graphs are IR files beside the export (OpenVINO's disk cache then serves each thread count),
+    written by the first runner and reused; a thread count compiles only what frames need."""
+    _skip_missing('openvino')
+    from fomm_model.inference.convert import image_to_tensor
+    models, _, frames = tiny
+    runner = create_runner(models, (128, 128), 'openvino', 'cpu', verify=False).runner
+    files = [runner._graph_files[role] for role in ('generator', 'kp_image')]
+    assert all(f.suffix == '.xml' and f.is_file() and f.with_suffix('.bin').is_file() for f in files)
+    assert not list(files[0].parent.glob('*.tmp.*'))
+    stamps = [f.stat().st_mtime_ns for f in files]
+    assert set(runner._requests[runner.threads]) == {'kp_image', 'generator'}
+    create_runner(models, (128, 128), 'openvino', 'cpu', verify=False)
+    assert [f.stat().st_mtime_ns for f in files] == stamps
+    runner.keypoints(image_to_tensor(frames[0], (128, 128)))
+    assert set(runner._requests[runner.threads]) == {'kp', 'kp_image', 'generator'}
+
+
 @pytest.mark.parametrize('backend', RUNTIMES)
 def test_runtime_thread_count_can_change_and_results_do_not(backend, tiny):
     _skip_missing(backend)

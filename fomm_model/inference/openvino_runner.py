@@ -11,7 +11,9 @@ OpenVINO is optional (``pip install openvino``) and imported only when this runn
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -111,38 +113,59 @@ class OpenVinoRunner(Runner):
         # bfloat16's 8-bit mantissa, so bfloat16 graphs keep the direct convolutions
         self._paths = export_onnx(models, size, model_key, winograd=dtype == torch.float32)
         self._core = ov.Core()
+        # graph files (not in-memory models), so that OpenVINO's disk cache serves every thread count
+        self._graph_files = dict(zip(('kp', 'generator'), self._paths))
+        if self.images_in_graph:
+            self._graph_files['generator'], self._graph_files['kp_image'] = self._frame_graph_files()
         self._core.set_property({'CACHE_DIR': str(cache_dir('openvino'))})
-        self._compiled: dict[int, tuple] = {}
+        self._requests: dict[int, dict] = {}   # per thread count, per graph
         self.threads = 0
         self._bound: PreparedFeeds | None = None
         self.set_threads(threads or torch.get_num_threads())
         # an input port can carry several tensor names after OpenVINO's front end (e.g. '/Cast_5_output_0')
-        self._gen_inputs = set().union(*(port.get_names() for port in self._gen_model.inputs))
+        self._gen_inputs = set().union(*(port.get_names() for port in self._request('generator').model_inputs))
         self._prepare = EagerPreparer(models, 'cpu')
+
+    def _frame_graph_files(self) -> list[Path]:
+        """The generator and keypoint graphs of :func:`uint8_frame_graphs` as OpenVINO IR beside the ONNX export,
+        written once (a compiled in-memory model took twice as long to compile from the cache)."""
+        folder = self._paths[0].parent
+        files = [folder / 'generator-uint8.xml', folder / 'kp-uint8.xml']
+        if not all(f.is_file() and f.with_suffix('.bin').is_file() for f in files):
+            ov = _import_openvino()
+            kp, generator = uint8_frame_graphs(*(self._core.read_model(str(p)) for p in self._paths))
+            for model, path in zip((generator, kp), files):
+                tmp = path.with_name(f'{path.stem}.{os.getpid()}.tmp.xml')
+                ov.save_model(model, str(tmp), compress_to_fp16=False)
+                tmp.with_suffix('.bin').replace(path.with_suffix('.bin'))
+                tmp.replace(path)
+        return files
 
     def set_threads(self, threads: int) -> None:
         """Run with ``threads`` inference threads from now on. The thread count is fixed per compiled model, so
         a new count is compiled once (from OpenVINO's disk cache when it was compiled before) and kept."""
-        threads = max(1, int(threads))
-        if threads not in self._compiled:
-            config = compile_config(threads, self.dtype)
-            models = [self._core.read_model(str(p)) for p in self._paths]
-            if self.images_in_graph:
-                kp_image, models[1] = uint8_frame_graphs(*models)
-                models.append(kp_image)
-            compiled = [self._core.compile_model(m, 'CPU', config) for m in models]
-            self._compiled[threads] = (compiled[1], [c.create_infer_request() for c in compiled])
-            log.info('OpenVINO models compiled for %d thread(s) (%s)', threads, PRECISIONS[self.dtype])
-        self._gen_model, requests = self._compiled[threads]
-        self._kp, self._gen, self._kp_image = (requests + [None])[:3]
-        self.threads = threads
+        self.threads = max(1, int(threads))
+        if self.threads not in self._requests:
+            for role in ('kp_image' if self.images_in_graph else 'kp', 'generator'):   # what each frame runs
+                self._request(role)
+            log.info('OpenVINO models compiled for %d thread(s) (%s)', self.threads, PRECISIONS[self.dtype])
         self._bound = None  # the new generator request has no avatar bound yet
+
+    def _request(self, role: str):
+        """The infer request of one graph (``kp``, ``generator``, ``kp_image``) at the current thread count,
+        compiled on first use: frames from the app never need the float keypoint graph."""
+        requests = self._requests.setdefault(self.threads, {})
+        if role not in requests:
+            compiled = self._core.compile_model(str(self._graph_files[role]), 'CPU',
+                                                compile_config(self.threads, self.dtype))
+            requests[role] = compiled.create_infer_request()
+        return requests[role]
 
     def describe(self) -> str:
         return f'openvino on cpu ({dtype_name(self.dtype)}, {self.threads} threads)'
 
     def keypoints(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self._kp.infer({0: as_array(image)}, share_inputs=True)
+        out = self._request('kp').infer({0: as_array(image)}, share_inputs=True)
         return torch.from_numpy(out[0]), torch.from_numpy(out[1])
 
     def prepare_source(self, image: torch.Tensor) -> PreparedFeeds:
@@ -152,9 +175,9 @@ class OpenVinoRunner(Runner):
         return torch.from_numpy(np.array(self._generate(source, kp_value, kp_jacobian)[0]))
 
     def keypoints_of_image(self, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._kp_image is None:
+        if not self.images_in_graph:
             return super().keypoints_of_image(image)
-        out = self._kp_image.infer({0: np.ascontiguousarray(image)[None]}, share_inputs=True)
+        out = self._request('kp_image').infer({0: np.ascontiguousarray(image)[None]}, share_inputs=True)
         return torch.from_numpy(out[0]), torch.from_numpy(out[1])
 
     def generate_image(self, source: PreparedFeeds, kp_value: torch.Tensor, kp_jacobian: torch.Tensor) -> np.ndarray:
@@ -164,14 +187,15 @@ class OpenVinoRunner(Runner):
 
     def _generate(self, source: PreparedFeeds, kp_value: torch.Tensor, kp_jacobian: torch.Tensor):
         """The generator's outputs, in the request's own memory (valid until its next call)."""
+        generator = self._request('generator')
         if self._bound is not source:  # bind the avatar's inputs once, not every frame
             ov = _import_openvino()
             for name, array in source.feeds.items():
-                self._gen.set_tensor(name, ov.Tensor(array, shared_memory=True))
+                generator.set_tensor(name, ov.Tensor(array, shared_memory=True))
             self._bound = source
-        return self._gen.infer({'kp_driving_value': as_array(kp_value), 'kp_driving_jacobian': as_array(kp_jacobian)},
+        return generator.infer({'kp_driving_value': as_array(kp_value), 'kp_driving_jacobian': as_array(kp_jacobian)},
                                share_inputs=True, share_outputs=True)
 
     def close(self) -> None:
-        self._compiled.clear()
+        self._requests.clear()
         self._bound = None
