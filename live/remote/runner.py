@@ -50,8 +50,7 @@ DIRECT_TIMEOUT_S = 1.0  # a replica port that does not answer by then is out of 
 @dataclass
 class RemoteSource:
     """The avatar as the Animator sees it (its keypoints) plus what re-preparing it after a reconnect needs."""
-    image: torch.Tensor        # (1, 3, H, W) in [0, 1], shown while no frame has come back yet
-    pixels: np.ndarray         # HxWx3 uint8, what goes over the wire
+    pixels: np.ndarray         # HxWx3 uint8, what goes over the wire, shown while no frame has come back yet
     kp_value: torch.Tensor     # (1, K, 2) float32, from the server's keypoint detector
     kp_jacobian: torch.Tensor
 
@@ -112,7 +111,7 @@ class RemoteRunner(Runner):
         self._times: deque = deque(maxlen=60)
         self._frames = 0
         self._pending_kp = (0.0, 0.0, 0, 0)   # crop mode: the keypoint request's ms, server ms, bytes up, down
-        self._held: torch.Tensor | None = None
+        self._held: np.ndarray | None = None   # the last frame the server sent
         self._held_kp: tuple[torch.Tensor, torch.Tensor] | None = None
         self._source: RemoteSource | None = None
         self._lost_at: float | None = None
@@ -214,11 +213,20 @@ class RemoteRunner(Runner):
         if self._kp is not None:
             kp = self._kp
             return kp.keypoints(image.to(kp.device, kp.dtype))
+        return self._remote_keypoints(tensor_to_image(image))
+
+    @torch.inference_mode()
+    def keypoints_of_image(self, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._kp is not None:
+            return self._kp.keypoints_of_image(image)
+        return self._remote_keypoints(image)   # the frame goes up as it is: no conversion and back
+
+    def _remote_keypoints(self, pixels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         conn = self._live()
         if conn is not None:
             t0, sent, received = time.perf_counter(), conn.bytes_sent, conn.bytes_received
             try:
-                reply = conn.request('keypoints', timeout=self.reply_timeout, arrays={'image': tensor_to_image(image)},
+                reply = conn.request('keypoints', timeout=self.reply_timeout, arrays={'image': pixels},
                                      codecs={'image': self.codec})
             except RemoteError as exc:
                 self._lost(conn, exc)
@@ -238,8 +246,7 @@ class RemoteRunner(Runner):
         conn = self._live()
         if conn is None:
             raise RunnerError(f'the avatar cannot be prepared: {self._message}')
-        pixels = tensor_to_image(image)
-        source = RemoteSource(image_to_tensor(pixels, self.size), pixels, torch.empty(0), torch.empty(0))
+        source = RemoteSource(tensor_to_image(image), torch.empty(0), torch.empty(0))
         try:
             self._upload(conn, source)
         except RemoteError as exc:
@@ -255,17 +262,21 @@ class RemoteRunner(Runner):
         source.kp_jacobian = torch.from_numpy(reply.arrays['kp_jacobian'])
         conn.avatar = source
 
-    @torch.inference_mode()
     def generate(self, source: RemoteSource, kp_value: torch.Tensor, kp_jacobian: torch.Tensor) -> torch.Tensor:
+        return image_to_tensor(self.generate_image(source, kp_value, kp_jacobian), self.size)
+
+    @torch.inference_mode()
+    def generate_image(self, source: RemoteSource, kp_value: torch.Tensor, kp_jacobian: torch.Tensor) -> np.ndarray:
+        """The server's frame as it came (uint8); the last one (or the avatar) while the link is down."""
         conn = self._live()
         if conn is not None:
             try:
-                return self._frame(conn, source, kp_value, kp_jacobian)
+                self._held = self._frame(conn, source, kp_value, kp_jacobian)
             except RemoteError as exc:
                 self._lost(conn, exc)
-        return self._held if self._held is not None else source.image
+        return (self._held if self._held is not None else source.pixels).copy()   # the caller's to change
 
-    def _frame(self, conn: Connection, source: RemoteSource, kp_value, kp_jacobian) -> torch.Tensor:
+    def _frame(self, conn: Connection, source: RemoteSource, kp_value, kp_jacobian) -> np.ndarray:
         if conn.avatar is not source:
             self._upload(conn, source)
         sent, received = conn.bytes_sent, conn.bytes_received
@@ -280,8 +291,7 @@ class RemoteRunner(Runner):
         self._times.append((rtt + kp_ms, f['server_ms'] + kp_server_ms, f['model_ms'], f['batch'],
                             conn.bytes_sent - sent + kp_up, conn.bytes_received - received + kp_down))
         self._frames += 1
-        self._held = image_to_tensor(reply.arrays['image'], self.size)
-        return self._held
+        return reply.arrays['image']
 
     # -- status ---------------------------------------------------------------------------------------------
     def link_status(self) -> LinkStatus:
