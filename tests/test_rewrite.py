@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fomm_model.inference.graphs import FrameGenerator, KeypointGraph, prepare_source
-from fomm_model.inference.rewrite import SubpixelUpBlock2d, rewritable, subpixel_up_blocks
+from fomm_model.inference.rewrite import SubpixelUpBlock2d, rewritable, subpixel_export_order, subpixel_up_blocks
 from fomm_model.inference.torch_runner import TorchRunner
 from fomm_model.modules.util import UpBlock2d
 
@@ -32,13 +32,17 @@ def test_subpixel_up_block_equals_upsample_then_conv(cin, cout, h, w):
     block = _block(cin, cout, seed=cin + h)
     x = torch.randn(2, cin, h, w)
     rewritten = SubpixelUpBlock2d(block)
+    dcr = copy.deepcopy(rewritten)
+    subpixel_export_order(dcr, 'DCR')
     with torch.no_grad():
         expected = block(x)
-        forms = {'eager': rewritten(x), 'one': rewritten.one_convolution(x), 'four': rewritten.four_convolutions(x)}
+        forms = {'eager': rewritten(x), 'one': rewritten.one_convolution(x), 'four': rewritten.four_convolutions(x),
+                 'four, DCR order': dcr.four_convolutions(x)}
     for form, got in forms.items():   # both exact forms, borders included (zero padding)
         assert got.shape == expected.shape == (2, cout, 2 * h, 2 * w), form
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5, msg=form)
     assert torch.equal(forms['eager'], forms['one'])
+    assert torch.equal(forms['four'], forms['four, DCR order'])   # the same values, only moved otherwise
 
 
 def test_onnx_export_takes_the_four_convolution_form(tmp_path):
@@ -48,6 +52,33 @@ def test_onnx_export_takes_the_four_convolution_form(tmp_path):
                       dynamo=False)
     exported = [n.op_type for n in onnx.load(str(tmp_path / 'up.onnx')).graph.node]
     assert exported.count('Conv') == 4 and 'DepthToSpace' in exported and 'Resize' not in exported
+
+
+def test_openvino_export_interleaves_in_dcr_order_and_its_graph_has_no_reorders_around_it(tmp_path):
+    """DCR order: the four parities concatenated along channels, no per-parity unsqueeze; OpenVINO fuses the
+    reshape-transpose-reshape into one depth-to-space and its CPU plugin needs no layout change for the concat."""
+    import onnx
+    pytest.importorskip('openvino')
+    from fomm_model.inference.openvino_runner import _import_openvino, compile_config
+    x = torch.randn(1, 16, 8, 8)
+    block = SubpixelUpBlock2d(_block(16, 16, seed=4))
+    compiled, layers = {}, {}
+    for order in ('CRD', 'DCR'):
+        subpixel_export_order(block, order)
+        path = tmp_path / f'up-{order}.onnx'
+        torch.onnx.export(block, (x,), str(path), opset_version=17, dynamo=False)
+        compiled[order] = _import_openvino().Core().compile_model(str(path), 'CPU', compile_config(2, torch.float32))
+        layers[order] = [op.get_rt_info()['layerType'].astype(str) for op in compiled[order].get_runtime_model().get_ops()]
+    nodes = onnx.load(str(path)).graph.node
+    perms = [list(a.ints) for n in nodes if n.op_type == 'Transpose' for a in n.attribute if a.name == 'perm']
+    assert [0, 3, 4, 1, 5, 2] in perms and not any(n.op_type == 'DepthToSpace' for n in nodes)   # (2-D ones: pads)
+    assert 'DepthToSpace' in layers['DCR'] and 'Transpose' not in layers['DCR']
+    assert layers['DCR'].count('Reorder') < layers['CRD'].count('Reorder')   # 3 against 6 here
+    got = compiled['DCR'].create_infer_request().infer({0: x.numpy()})[0]
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(got), block.one_convolution(x), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match='CRD or DCR'):
+        subpixel_export_order(block, 'dcr')
 
 
 def test_only_blocks_it_reproduces_are_rewritten():

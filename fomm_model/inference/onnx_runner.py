@@ -17,7 +17,7 @@ from ..devices import check_device
 from ..models import Models
 from .cache import atomic_write, cache_dir
 from .graphs import GENERATOR_INPUTS, FrameGenerator, SourceInputs, prepare_source
-from .rewrite import winograd_res_blocks
+from .rewrite import subpixel_export_order, winograd_res_blocks
 from .runner import EagerPreparer, Runner, RunnerError
 
 log = logging.getLogger(__name__)
@@ -29,12 +29,15 @@ ORT_HINT = 'pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA), plus onnx a
 
 
 def export_onnx(models: Models, size: tuple[int, int], model_key: str, opset: int = OPSET,
-                winograd: bool = False) -> tuple[Path, Path]:
+                openvino: bool = False, winograd: bool = False) -> tuple[Path, Path]:
     """Export (or reuse) ``kp.onnx`` and ``generator.onnx`` for these weights; returns their paths.
 
-    ``winograd``: wide residual blocks in Winograd's form (:func:`.rewrite.winograd_res_blocks`), for OpenVINO,
-    which runs it faster; ONNX Runtime ran it slower, so its graphs keep the direct convolutions."""
-    variant = '-winograd' if winograd else ''
+    ``openvino``: the forms OpenVINO runs faster and ONNX Runtime slower: up blocks interleaved in DCR order
+    (:func:`.rewrite.subpixel_export_order`) and, with ``winograd`` (float32 only), wide residual blocks in
+    Winograd's form (:func:`.rewrite.winograd_res_blocks`)."""
+    if winograd and not openvino:
+        raise ValueError("Winograd's form is exported for OpenVINO only")
+    variant = ('-openvino' if openvino else '') + ('-winograd' if winograd else '')
     folder = cache_dir('onnx') / f'{model_key}-{size[0]}x{size[1]}-opset{opset}-{GRAPH_VERSION}{variant}'
     folder.mkdir(parents=True, exist_ok=True)
     kp_path, gen_path = folder / 'kp.onnx', folder / 'generator.onnx'
@@ -43,6 +46,9 @@ def export_onnx(models: Models, size: tuple[int, int], model_key: str, opset: in
         return kp_path, gen_path
     log.info('exporting ONNX graphs (opset %d) to %s', opset, folder)
     prep = EagerPreparer(models)
+    if openvino:
+        subpixel_export_order(prep._kp, 'DCR')
+        subpixel_export_order(prep._generator, 'DCR')
     if winograd:
         winograd_res_blocks(prep._generator)
     kp_graph, frame = prep._kp, FrameGenerator(prep._generator).eval()

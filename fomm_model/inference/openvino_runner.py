@@ -111,7 +111,7 @@ class OpenVinoRunner(Runner):
         self.images_in_graph = dtype == torch.float32
         # Winograd's transforms scale values by up to 8x before the products: fine in float32 (~1e-5), not at
         # bfloat16's 8-bit mantissa, so bfloat16 graphs keep the direct convolutions
-        self._paths = export_onnx(models, size, model_key, winograd=dtype == torch.float32)
+        self._paths = export_onnx(models, size, model_key, openvino=True, winograd=dtype == torch.float32)
         self._core = ov.Core()
         # graph files (not in-memory models), so that OpenVINO's disk cache serves every thread count
         self._graph_files = dict(zip(('kp', 'generator'), self._paths))
