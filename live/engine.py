@@ -283,6 +283,7 @@ class Engine:
                     break
                 if item is None:
                     self._stop()
+                    self._close_detection()
                     self._state = 'closed'
                     return
                 self._execute(*item)
@@ -298,6 +299,14 @@ class Engine:
                 self._wake.clear()
                 continue
             self._process(frame)
+
+    def _close_detection(self) -> None:
+        """The detection thread first (it may be mid-detection), then the detectors: no detection may run into a
+        closed detector, or at interpreter exit into mediapipe's stopped executor (a traceback on a normal quit)."""
+        if self._pipeline is not None:
+            _close_cropper(self._pipeline.cropper)
+        if self._avatar_detector is not None:
+            self._avatar_detector.close()
 
     def _init_thread(self) -> None:
         import torch
@@ -382,7 +391,7 @@ class Engine:
             self._state = 'running' if self._capture is not None else 'ready'
             raise
         if old is not None:
-            old.cropper.close()
+            _close_cropper(old.cropper)
             if old.avatar is not None:
                 pipeline.set_avatar(old.avatar)
             if not changed_model and old.calibrated:
@@ -562,6 +571,13 @@ class Engine:
             face_found=bool(latest and latest.face_found), calibrated=bool(p and p.calibrated),
             status=latest.status if latest else '', notices=list(self._notices), error=self._error,
             **_link(p))
+
+
+def _close_cropper(cropper: Any) -> None:
+    """Its detection thread, then its detector (each pipeline has its own)."""
+    cropper.close()
+    if cropper.detector is not None:
+        cropper.detector.close()
 
 
 def _link(pipeline: Pipeline | None) -> dict[str, str]:

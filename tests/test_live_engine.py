@@ -82,6 +82,10 @@ def test_engine_runs_frames_and_every_command_on_its_one_thread():
     assert engine.state == 'closed' and not engine._thread.is_alive()
     with pytest.raises(EngineError, match='closed'):
         engine.submit(lambda: None).result(1)
+    # closing ended the detection thread, then closed the detectors: none can run into a closed detector
+    cropper = engine.pipeline.cropper
+    assert not cropper._worker._thread.is_alive()
+    assert cropper.detector._detector is None and engine._avatar_detector._detector is None
 
 
 def test_a_file_processed_offline_is_decoded_on_the_engine_thread_every_frame():
