@@ -1,5 +1,5 @@
-"""Runtimes for the two per-frame graphs (eager / compiled PyTorch, ONNX Runtime, TensorRT), behind one small
-interface (:class:`Runner`), chosen and checked by :func:`create_runner`. The rest of the per-frame work is
+"""Runtimes for the two per-frame graphs (eager / compiled PyTorch, ONNX Runtime, OpenVINO, TensorRT), behind one
+small interface (:class:`Runner`), chosen and checked by :func:`create_runner`. The rest of the per-frame work is
 :class:`fomm_model.Animator`'s, done once for every runner."""
 from .graphs import FrameGenerator, KeypointGraph, SourceInputs
 from .runner import EagerPreparer, Runner, RunnerError
