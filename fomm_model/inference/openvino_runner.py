@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 OPENVINO_HINT = 'pip install openvino (or pip install "fomm-live[live]"), plus onnx and onnxscript for the export'
 PRECISIONS = {torch.float32: 'f32', torch.bfloat16: 'bf16'}
+FRAME_GRAPHS_VERSION = 'v1'  # in the IR files' names: changes when uint8_frame_graphs changes
 
 
 def _import_openvino():
@@ -130,7 +131,7 @@ class OpenVinoRunner(Runner):
         """The generator and keypoint graphs of :func:`uint8_frame_graphs` as OpenVINO IR beside the ONNX export,
         written once (a compiled in-memory model took twice as long to compile from the cache)."""
         folder = self._paths[0].parent
-        files = [folder / 'generator-uint8.xml', folder / 'kp-uint8.xml']
+        files = [folder / f'generator-uint8-{FRAME_GRAPHS_VERSION}.xml', folder / f'kp-uint8-{FRAME_GRAPHS_VERSION}.xml']
         if not all(f.is_file() and f.with_suffix('.bin').is_file() for f in files):
             ov = _import_openvino()
             kp, generator = uint8_frame_graphs(*(self._core.read_model(str(p)) for p in self._paths))
