@@ -287,7 +287,10 @@ class Engine:
                     self._state = 'closed'
                     return
                 self._execute(*item)
-            delay = self._next_due - time.perf_counter()
+            if self._vcam is not None and self._vcam.next_due() is not None:
+                self._vcam_do(lambda cam: cam.flush())            # frames held for the output delay
+            now = time.perf_counter()
+            delay = self._next_due - now
             frame = self._capture.read(0) if self._capture is not None and delay <= 0 else None
             if frame is None:
                 if self._capture is not None and self._capture.finished:
@@ -295,7 +298,9 @@ class Engine:
                         self._fail(self._capture.message)
                         self._state = 'failed'
                     self._finished.set()
-                self._wake.wait(delay if delay > 0 else 0.1)
+                wait = delay if delay > 0 else 0.1
+                held = self._vcam.next_due() if self._vcam is not None else None
+                self._wake.wait(max(0.0, min(wait, held - now)) if held is not None else wait)
                 self._wake.clear()
                 continue
             self._process(frame)
@@ -522,13 +527,8 @@ class Engine:
         if cam is not None:
             if cam.follow_setting:
                 cam.mirror = s.mirror_output
-            try:
-                cam.send(result.output_unmirrored)
-            except Exception as exc:  # noqa: BLE001 - e.g. the device vanished: turn it off and say why
-                self._vcam = None
-                cam.close()
-                self._vcam_status = VirtualCameraStatus('unavailable', f'virtual camera failed: {exc}')
-                log.error('virtual camera failed: %s', exc)
+            due = result.timestamp + s.output_delay_ms / 1000 if s.output_delay_ms else None
+            self._vcam_do(lambda c: c.send(result.output_unmirrored, due))
         for sink in list(self._sinks):
             try:
                 sink.write(result.output)
@@ -538,6 +538,17 @@ class Engine:
                 self._retire_capture()
                 self._state = 'failed'
                 self._finished.set()
+
+    def _vcam_do(self, action: Callable[[VirtualCamera], None]) -> None:
+        """``action`` on the virtual camera; if it fails (e.g. the device vanished) turn it off and say why."""
+        cam = self._vcam
+        try:
+            action(cam)
+        except Exception as exc:  # noqa: BLE001 - reported in the status and the log, the engine runs on
+            self._vcam = None
+            cam.close()
+            self._vcam_status = VirtualCameraStatus('unavailable', f'virtual camera failed: {exc}')
+            log.error('virtual camera failed: %s', exc)
 
     # == stats ====================================================================================
     def reset_stats(self) -> None:

@@ -115,6 +115,11 @@ class Settings:
                                   minimum=0.0, maximum=1.0)
     paste_back: bool = option(True, 'paste the animated face back into the whole avatar image when it is '
                                     'larger than the face crop (off: the square face crop)')
+    output_delay_ms: float = option(0.0, 'send each virtual-camera frame this many ms after its camera frame was '
+                                         'captured: a constant delay to give your microphone too (audio delay in '
+                                         'the call app or OBS), so the avatar speaks in time with your voice; 0: '
+                                         'as soon as it is ready', minimum=0.0, maximum=2000.0, metavar='MS',
+                                    flag='--output-delay')
 
 
 @dataclass

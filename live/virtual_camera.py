@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,7 +73,13 @@ class Letterbox:
 
 
 class VirtualCamera:
-    """An open virtual camera. ``send`` takes model-size RGB frames."""
+    """An open virtual camera. ``send`` takes model-size RGB frames, at once or held until a due time.
+
+    Holding is the output delay for audio sync (``--output-delay``): each frame goes out a fixed time after its
+    camera frame was captured, so the call's microphone can be delayed by the same amount (call apps and OBS
+    have an audio delay setting) and the avatar's mouth stays in time with the voice. Held frames go out in
+    order from :meth:`flush`, which the owner calls whenever it can (the engine: before each frame and while it
+    waits for one)."""
 
     def __init__(self, width: int = 1280, height: int = 720, fps: float = 30, device: str | None = None,
                  mirror: bool = False, backend: str | None = None):
@@ -94,10 +102,32 @@ class VirtualCamera:
         self.device = self._cam.device
         self._box = Letterbox(width, height)
         self.frames_sent = 0
+        self._held: deque[tuple[float, np.ndarray, bool]] = deque()   # (due, frame, mirror), in order
         log.info('virtual camera on: %s %dx%d@%g (%s backend)', self.device, width, height, fps, self._cam.backend)
 
-    def send(self, frame: np.ndarray) -> None:
-        self._cam.send(self._box.place(frame, self.mirror))
+    def send(self, frame: np.ndarray, due: float | None = None) -> None:
+        """Send ``frame`` now, or hold it until ``due`` (``time.perf_counter()`` seconds); frames are never
+        reordered, so one due earlier than a held one waits for it."""
+        if due is not None and (self._held or due > time.perf_counter()):
+            self._held.append((due, frame, self.mirror))
+            self.flush()
+            return
+        self.flush(until=float('inf'))   # a delay turned off: what was held goes first
+        self._send(frame, self.mirror)
+
+    def flush(self, until: float | None = None) -> None:
+        """Send the held frames due by ``until`` (default: now)."""
+        until = time.perf_counter() if until is None else until
+        while self._held and self._held[0][0] <= until:
+            _, frame, mirror = self._held.popleft()
+            self._send(frame, mirror)
+
+    def next_due(self) -> float | None:
+        """When the next held frame is due (None: nothing held)."""
+        return self._held[0][0] if self._held else None
+
+    def _send(self, frame: np.ndarray, mirror: bool) -> None:
+        self._cam.send(self._box.place(frame, mirror))
         self.frames_sent += 1
 
     def status(self) -> VirtualCameraStatus:
@@ -105,6 +135,7 @@ class VirtualCamera:
                                    self.fps, self.frames_sent)
 
     def close(self) -> None:
+        self._held.clear()
         if self._cam is not None:
             self._cam.close()
             self._cam = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,7 @@ class RecordingBackend:
     def __init__(self, *, width, height, fps, fourcc, device, **kw):
         self.width, self.height, self.fps, self.fourcc, self._device = width, height, fps, fourcc, device
         self.frames: list[np.ndarray] = []
+        self.sent_at: list[float] = []    # time.perf_counter() of each frame
         self.closed = False
         RecordingBackend.instances.append(self)
 
@@ -96,6 +98,7 @@ class RecordingBackend:
         if self.closed:
             raise RuntimeError('send after close')
         self.frames.append(frame.copy())
+        self.sent_at.append(time.perf_counter())
 
     def device(self):
         return self._device or 'recording0'

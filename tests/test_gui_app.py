@@ -203,6 +203,8 @@ def test_controls_and_shortcuts_reach_the_engine(qtbot, make_window):
     assert s.kp_smoothing == pytest.approx(0.6) and s.overlay_alpha == pytest.approx(0.3) and s.fps_cap == 15
     c.fps_cap_spin.setValue(0)
     assert window.session.engine.settings.fps_cap is None
+    c.output_delay_spin.setValue(150)
+    assert window.session.engine.settings.output_delay_ms == 150
 
     activate(qtbot, window)
     qtbot.keyClick(window, Qt.Key.Key_R)
@@ -238,6 +240,7 @@ def test_settings_are_remembered_between_runs(qtbot, make_window, tmp_path):
     c.zoom_slider.setValue(130)
     c.offset_x_slider.setValue(-5)
     c.fps_cap_spin.setValue(20)
+    c.output_delay_spin.setValue(120)
     c.show_keypoints_check.setChecked(True)
     c.vcam_resolution_combo.setCurrentIndex(3)
     c.vcam_resolution_combo.activated.emit(3)
@@ -248,7 +251,8 @@ def test_settings_are_remembered_between_runs(qtbot, make_window, tmp_path):
     again = make_window(input=None)
     s = again.session.settings
     assert s.mirror_preview is False and s.crop_zoom == pytest.approx(1.3)
-    assert s.crop_offset == pytest.approx((-0.05, 0.0)) and s.fps_cap == 20
+    assert s.crop_offset == pytest.approx((-0.05, 0.0)) and s.fps_cap == 20 and s.output_delay_ms == 120
+    assert again.controls.output_delay_spin.value() == 120
     assert again.controls.zoom_slider.value() == 130 and not again.controls.mirror_preview_check.isChecked()
     assert again.controls.show_keypoints_check.isChecked() and again.camera_view.show_keypoints
     assert again.controls.vcam_resolution() == (512, 512)

@@ -142,6 +142,34 @@ def test_virtual_camera_started_and_stopped_while_frames_flow_never_fails_or_lea
     assert all(len(c.frames) >= 1 for c in cams)                # each got frames while it was on
 
 
+def test_output_delay_sends_each_virtual_camera_frame_its_delay_after_capture_in_order(recording_backend):
+    """--output-delay: a constant camera-to-call delay to match with the microphone's."""
+    from live.virtual_camera import Letterbox
+    delay = 0.3
+    engine = make_engine(Settings(mirror_preview=False, paste_back=False, output_delay_ms=delay * 1000))
+    frames = Frames()
+    try:
+        engine.set_avatar(AVATAR)
+        engine.add_listener(frames)
+        assert engine.start_virtual_camera(96, 96, 25, backend='recording').state == 'on'   # before the first frame
+        engine.start()
+        frames.wait(12)
+        cam = recording_backend.instances[0]
+        deadline = time.time() + 60
+        while len(cam.frames) < 8 and time.time() < deadline:
+            time.sleep(0.05)
+        sent = list(zip(cam.frames, cam.sent_at))
+    finally:
+        engine.close()
+    assert len(sent) >= 8
+    box = Letterbox(96, 96)
+    for (image, sent_at), result in zip(sent, frames.results):   # one send per frame, in order
+        assert sent_at - result.timestamp >= delay
+        assert np.array_equal(image.reshape(96, 96, 3), box.place(result.output_unmirrored))
+    with pytest.raises(ValueError, match='--output-delay must be between 0 and 2000'):
+        engine.update_settings(output_delay_ms=-5)
+
+
 def test_model_change_keeps_source_avatar_and_virtual_camera(recording_backend):
     engine = make_engine()
     frames = Frames()

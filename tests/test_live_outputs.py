@@ -35,6 +35,26 @@ def test_virtual_camera_pillarboxes_rgb_frames(recording_backend):
     assert be.closed
 
 
+def test_virtual_camera_holds_frames_until_due_in_order_and_drops_them_on_close(recording_backend):
+    import time
+    cam = VirtualCamera(64, 64, 25, backend='recording')
+    be = recording_backend.instances[0]
+    frames = [np.full((32, 32, 3), v, np.uint8) for v in (10, 20, 30, 40)]
+    later = time.perf_counter() + 100
+    cam.send(frames[0], due=later)
+    cam.mirror = True                      # a held frame keeps the mirroring it was sent with
+    cam.send(frames[1], due=later + 1)
+    cam.send(frames[2], due=0.0)           # already due, but after the held ones: waits, never overtakes
+    assert be.frames == [] and cam.next_due() == later and cam.frames_sent == 0
+    cam.flush(until=later + 0.5)
+    assert [f.reshape(64, 64, 3)[32, 32, 0] for f in be.frames] == [10]
+    cam.send(frames[3])                    # the delay turned off: what was held goes out first, in order
+    assert [f.reshape(64, 64, 3)[32, 32, 0] for f in be.frames] == [10, 20, 30, 40] and cam.next_due() is None
+    cam.send(frames[0], due=later)
+    cam.close()                            # held frames are dropped with the camera
+    assert len(be.frames) == 4 and be.closed and cam.next_due() is None
+
+
 def test_virtual_camera_mirror_and_square():
     box = Letterbox(64, 64)
     frame = np.zeros((32, 32, 3), np.uint8)

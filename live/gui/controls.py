@@ -247,6 +247,15 @@ class ControlsPanel(QWidget):
         self.vcam_fps_spin.setRange(5, 60)
         self.vcam_fps_spin.setValue(30)
         self.vcam_fps_spin.setSuffix(' fps')
+        self.output_delay_spin = QSpinBox()
+        self.output_delay_spin.setRange(0, 2000)
+        self.output_delay_spin.setSingleStep(10)
+        self.output_delay_spin.setSpecialValueText('none')
+        self.output_delay_spin.setSuffix(' ms')
+        self.output_delay_spin.setToolTip('Send each frame this long after the camera took it: a fixed delay to '
+                                          'give your microphone too (audio delay in the call app or OBS), so '
+                                          'the avatar speaks in time with your voice')
+        self.output_delay_spin.valueChanged.connect(lambda v: self._emit(output_delay_ms=float(v)))
         self.vcam_button = QPushButton('Start virtual camera  (V)')
         self.vcam_button.clicked.connect(self._on_vcam_button)
         self.vcam_label = QLabel('off')
@@ -254,6 +263,7 @@ class ControlsPanel(QWidget):
         self.vcam_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         form.addRow('Resolution', self.vcam_resolution_combo)
         form.addRow('Frame rate', self.vcam_fps_spin)
+        form.addRow('Delay (audio sync)', self.output_delay_spin)
         form.addRow(self.vcam_button)
         form.addRow(self.vcam_label)
         return box
@@ -264,7 +274,8 @@ class ControlsPanel(QWidget):
         widgets = [self.relative_check, self.adapt_scale_check, self.passthrough_check, self.mirror_preview_check,
                    self.mirror_output_check, self.paste_back_check, self.auto_calibrate_check, self.overlay_slider,
                    self.zoom_slider,
-                   self.offset_x_slider, self.offset_y_slider, self.smoothing_slider, self.fps_cap_spin]
+                   self.offset_x_slider, self.offset_y_slider, self.smoothing_slider, self.fps_cap_spin,
+                   self.output_delay_spin]
         for w in widgets:
             w.blockSignals(True)
         try:
@@ -281,6 +292,7 @@ class ControlsPanel(QWidget):
             self.offset_y_slider.setValue(round(s.crop_offset[1] / OFFSET.scale))
             self.smoothing_slider.setValue(round(s.kp_smoothing / FRACTION.scale))
             self.fps_cap_spin.setValue(round(s.fps_cap or 0))
+            self.output_delay_spin.setValue(round(s.output_delay_ms))
         finally:
             for w in widgets:
                 w.blockSignals(False)
