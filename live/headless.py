@@ -120,6 +120,10 @@ def _run(engine: Engine, output: OutputOptions, run_opts: RunOptions) -> int:
         w, h = output.vcam_size
         status = engine.start_virtual_camera(w, h, output.vcam_fps, output.vcam_device)
         print(f'virtual camera: {status.state}: {status.message}', file=sys.stderr)
+        delay = engine.settings.output_delay_ms
+        if status.state == 'on' and delay:
+            print(f'virtual camera: each frame {delay:g} ms after its camera frame (--output-delay): give your '
+                  f'microphone the same delay', file=sys.stderr)
     control = RunControl(engine, run_opts, file_fps if not engine.capture_options.realtime else None)
     if run_opts.calibrate_at == 0:   # from the very first frame (with a face)
         engine.calibrate()

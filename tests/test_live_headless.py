@@ -169,3 +169,11 @@ def test_malformed_yaml_config_is_named_by_file_and_line_without_a_traceback(tmp
     assert proc.returncode == 2, proc.stderr
     assert f'{bad}, line 4' in proc.stderr and 'not valid YAML' in proc.stderr, proc.stderr
     assert 'Traceback' not in proc.stderr and not out.exists()
+
+
+def test_output_delay_is_said_with_what_to_do_about_the_microphone(capsys, recording_backend):
+    assert headless_main(BASE + ['--max-frames', '3', '--virtual-camera', '--vcam-size', '320x180',
+                                 '--output-delay', '120']) == 0
+    err = capsys.readouterr().err
+    assert 'virtual camera: on' in err and '120 ms after its camera frame' in err and 'microphone' in err
+    assert recording_backend.instances and recording_backend.instances[-1].closed
