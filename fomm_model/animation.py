@@ -119,18 +119,18 @@ class Animator:
     @torch.inference_mode()
     def predict(self, kp: Keypoints) -> torch.Tensor:
         """The avatar moved to already normalised keypoints: (1, 3, H, W) in [0, 1] on the runner's device."""
-        if self.prepared is None:
-            raise RuntimeError('call set_source() before animating')
-        value, jacobian = kp.to_torch(self.runner.device)
-        return self.runner.generate(self.prepared, value, jacobian)
+        return self.runner.generate(*self._generator_inputs(kp))
 
     @torch.inference_mode()
     def generate(self, kp: Keypoints) -> np.ndarray:
         """As :meth:`predict`, as an HxWx3 uint8 RGB image."""
+        return self.runner.generate_image(*self._generator_inputs(kp))
+
+    def _generator_inputs(self, kp: Keypoints) -> tuple:
+        """(prepared avatar, keypoint value, jacobian) for the runner's generator call."""
         if self.prepared is None:
             raise RuntimeError('call set_source() before animating')
-        value, jacobian = kp.to_torch(self.runner.device)
-        return self.runner.generate_image(self.prepared, value, jacobian)
+        return (self.prepared, *kp.to_torch(self.runner.device))
 
     def animate(self, frame: np.ndarray) -> np.ndarray:
         """One driving frame (HxWx3 RGB) -> the animated avatar (uint8, model size). In relative mode the first

@@ -35,12 +35,18 @@ def sample_images(size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(source), np.ascontiguousarray(driving)
 
 
+def _prepared_sample(runner: Runner, size: tuple[int, int]) -> tuple:
+    """(the sample source prepared by ``runner``, the sample driving frame as uint8)."""
+    source, driving = sample_images(size)
+    prepared = runner.prepare_source(image_to_tensor(source, size, runner.device, runner.dtype, runner.channels_last))
+    return prepared, driving
+
+
 def _run(runner: Runner, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(source keypoints, driving keypoints, output image) of one runner on the sample images, through the
     per-frame calls (uint8 frame in, uint8 frame out); the driving keypoints are fed to the generator unchanged
     (absolute mode), which exercises every input."""
-    source, driving = sample_images(size)
-    prepared = runner.prepare_source(image_to_tensor(source, size, runner.device, runner.dtype, runner.channels_last))
+    prepared, driving = _prepared_sample(runner, size)
     value, jacobian = runner.keypoints_of_image(driving)
     out = runner.generate_image(prepared, value, jacobian)
     kp_source = np.concatenate([prepared.kp_value.float().cpu().numpy().ravel(),
@@ -76,8 +82,7 @@ def verify_runner(runner: Runner, reference: Runner, size: tuple[int, int]) -> d
 def _step(runner: Runner, size: tuple[int, int]):
     """A zero-argument callable running one model step of ``runner`` on the sample input, as the app runs it:
     keypoints of a uint8 frame, then the uint8 frame out (the conversions are part of each runner's cost)."""
-    source, driving = sample_images(size)
-    prepared = runner.prepare_source(image_to_tensor(source, size, runner.device, runner.dtype, runner.channels_last))
+    prepared, driving = _prepared_sample(runner, size)
 
     def step() -> None:
         runner.generate_image(prepared, *runner.keypoints_of_image(driving))   # the image waits for the device
