@@ -5,7 +5,9 @@ forward can be wrapped by DistributedDataParallel. Three deliberate extensions, 
 by default: ``loss_weights.l1`` adds a pixel L1 term between prediction and driving frame,
 ``loss_weights.landmarks`` pulls the keypoints named by ``train_params.landmark_keypoints`` onto face landmarks
 (see :mod:`.landmark_targets`), ``loss_weights.mouth`` weighs the mouth (:meth:`GeneratorFullModel.mouth_loss`) and
-``loss_weights.mouth_occlusion`` teaches the occlusion map where a mouth opens (:func:`mouth_occlusion_loss`).
+``loss_weights.mouth_occlusion`` teaches the occlusion map where a mouth opens (:func:`mouth_occlusion_loss`) and
+``loss_weights.cross_keypoints`` drives each source with another item's motion as the app does and asks the keypoint
+detector to find the named keypoints where they were sent (:mod:`.cross_identity`).
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..modules.mouth_interior import mouth_interior
-from ..modules.util import AntiAliasInterpolation2d
+from ..modules.util import AntiAliasInterpolation2d, keypoint_indices
+from .cross_identity import frozen_forward, keypoint_consistency, other_items, relative_keypoints
 from .landmark_targets import ANCHOR_NAMES, check_keypoint_indices
 from .transform import Transform
 
@@ -60,6 +63,7 @@ def loss_weights(train_params: dict) -> dict:
     w.setdefault('landmarks', 0)
     w.setdefault('mouth', 0)
     w.setdefault('mouth_occlusion', 0)
+    w.setdefault('cross_keypoints', 0)
     return w
 
 
@@ -154,6 +158,13 @@ class GeneratorFullModel(nn.Module):
                 raise ValueError("loss_weights.landmarks is non-zero but train_params has no landmark_keypoints")
             self.landmark_keypoints = check_keypoint_indices(train_params['landmark_keypoints'],
                                                              kp_extractor.kp.out_channels)
+        self.cross_keypoints = None
+        if self.loss_weights['cross_keypoints'] != 0:
+            if 'cross_keypoints' not in train_params:
+                raise ValueError("loss_weights.cross_keypoints is non-zero but train_params has no cross_keypoints")
+            names = list(train_params['cross_keypoints'])
+            self.cross_keypoints = keypoint_indices(names, len(names), kp_extractor.kp.out_channels,
+                                                    'train_params.cross_keypoints', 'keypoint to check')
 
     def mouth_loss(self, prediction: torch.Tensor, real: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """L1 plus the perceptual loss on crops around the real frame's mouth, over samples where a face was found.
@@ -216,6 +227,9 @@ class GeneratorFullModel(nn.Module):
             losses['mouth_occlusion'] = w['mouth_occlusion'] * mouth_occlusion_loss(
                 generated['occlusion_logits'], x['source_landmarks'], x['driving_landmarks'])
 
+        if self.cross_keypoints is not None:
+            self.cross_identity(x['source'], kp_source, kp_driving, generated, losses)
+
         if w['generator_gan'] != 0:
             maps_generated = self.discriminator(pyramide_generated, kp=detach_kp(kp_driving))
             maps_real = self.discriminator(pyramide_real, kp=detach_kp(kp_driving))
@@ -250,9 +264,32 @@ class GeneratorFullModel(nn.Module):
                 losses['equivariance_jacobian'] = w['equivariance_jacobian'] * torch.abs(eye - value).mean()
         return losses, generated
 
+    def cross_identity(self, source: torch.Tensor, kp_source: dict, kp_driving: dict, generated: dict,
+                       losses: dict) -> None:
+        """Each source driven by the previous item's motion (its own source frame as the anchor): the keypoint
+        consistency loss, and the adversarial loss on those outputs too, so that the generator meets the keypoints
+        with faces rather than with patterns only the detector reads. Adds 'cross_prediction' and 'kp_cross' to
+        ``generated`` for the discriminator's update."""
+        w = self.loss_weights
+        kp_source = detach_kp(kp_source)
+        other = other_items(source.shape[0]).to(source.device)
+        target = relative_keypoints(kp_source, {k: v[other] for k, v in kp_source.items()},
+                                    {k: v.detach()[other] for k, v in kp_driving.items()})
+        cross = self.generator(source, kp_source=kp_source, kp_driving=target)['prediction']
+        detected = frozen_forward(self.kp_extractor, cross)
+        losses['cross_keypoints'] = w['cross_keypoints'] * keypoint_consistency(
+            detected['value'], target['value'], self.cross_keypoints,
+            centred=bool(self.train_params.get('cross_keypoints_centred', False)))
+        if w['generator_gan'] != 0:
+            maps = self.discriminator(self.pyramid(cross), kp=target)
+            losses['cross_gan'] = sum(w['generator_gan'] * ((1 - maps['prediction_map_%s' % scale]) ** 2).mean()
+                                      for scale in self.disc_scales)
+        generated['cross_prediction'], generated['kp_cross'] = cross, target
+
 
 class DiscriminatorFullModel(nn.Module):
-    """LSGAN discriminator loss on real driving frames vs detached predictions (kp heatmaps detached)."""
+    """LSGAN discriminator loss on real driving frames vs detached predictions (kp heatmaps detached), and vs the
+    cross-identity predictions when the generator made them (``loss_weights.cross_keypoints``)."""
 
     def __init__(self, kp_extractor: nn.Module | None, generator: nn.Module | None, discriminator: nn.Module,
                  train_params: dict):
@@ -274,4 +311,10 @@ class DiscriminatorFullModel(nn.Module):
             key = 'prediction_map_%s' % scale
             value = (1 - maps_real[key]) ** 2 + maps_generated[key] ** 2
             total = total + self.loss_weights['discriminator_gan'] * value.mean()
+        if 'cross_prediction' in generated:
+            maps_cross = self.discriminator(self.pyramid(generated['cross_prediction'].detach()),
+                                            kp=detach_kp(generated['kp_cross']))
+            for scale in self.scales:
+                total = total + self.loss_weights['discriminator_gan'] * (
+                    maps_cross['prediction_map_%s' % scale] ** 2).mean()
         return {'disc_gan': total}

@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT_GLOB = '*-checkpoint.pth.tar'  # what Trainer.save writes: '<zero-padded epoch>-checkpoint.pth.tar'
 SHORT = {'perceptual': 'perc', 'equivariance_value': 'eq_val', 'equivariance_jacobian': 'eq_jac',
          'feature_matching': 'fm', 'gen_gan': 'g_gan', 'disc_gan': 'd_gan', 'l1': 'l1', 'landmarks': 'lm',
-         'mouth': 'mouth', 'mouth_occlusion': 'm_occ'}
+         'mouth': 'mouth', 'mouth_occlusion': 'm_occ',
+         'cross_keypoints': 'x_kp', 'cross_gan': 'x_gan'}
 
 
 class TrainingError(RuntimeError):

@@ -57,6 +57,8 @@ def training_grid(x: dict, generated: dict, kp_size: int = 3, max_rows: int = 4,
         if 'occlusion_map' in generated:
             cols.append(_to_uint8(generated['occlusion_map'][i], size))
         cols.append(draw_keypoints(_to_uint8(generated['prediction'][i], size), kp('kp_driving'), kp_size))
+        if 'cross_prediction' in generated:  # the source driven by another item's motion, at the keypoints sent
+            cols.append(draw_keypoints(_to_uint8(generated['cross_prediction'][i], size), kp('kp_cross'), kp_size))
         cols = [np.pad(c, ((border, border), (border, border), (0, 0)), constant_values=255) for c in cols]
         rows.append(np.concatenate(cols, axis=1))
     return np.concatenate(rows, axis=0)

@@ -1,0 +1,59 @@
+"""Cross-identity keypoint consistency: a training signal for driving one person's face with another's motion.
+
+The original trains only on pairs from one video, so the generator never learns to open a mouth the source does
+not show: across people the avatar's mouth opened about a fifth as far as the driver's (assets/models/MODEL_CARD.md).
+Here each batch item's source is also driven by another item's motion, relative to that item's own source frame
+as the app's anchor (:class:`~fomm_model.keypoints.RelativeMotion`, adapt-scale on). There is no real frame to
+compare with, but the keypoint detector, whose lip and lid keypoints are pulled onto face landmarks, can read the
+output back: its keypoints should land where the generator was told to move them.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from ..keypoints import Keypoints, RelativeMotion
+
+
+def other_items(batch_size: int) -> torch.Tensor:
+    """For each batch item, the item whose motion drives it: the previous one (a different clip, and with
+    ``id_sampling`` most often a different person)."""
+    return torch.roll(torch.arange(batch_size), 1)
+
+
+def relative_keypoints(kp_source: dict, kp_anchor: dict, kp_driving: dict) -> dict:
+    """Per batch item, the source keypoints moved by ``kp_driving`` relative to ``kp_anchor``, exactly as the
+    app does (adapt-scale and relative jacobians); detached, since they are a target."""
+    moved = []
+    for b in range(kp_source['value'].shape[0]):
+        motion = RelativeMotion(Keypoints.from_torch(kp_source, b), Keypoints.from_torch(kp_anchor, b),
+                                adapt_scale=True, relative_jacobian=True)
+        moved.append(motion(Keypoints.from_torch(kp_driving, b)))
+    ref = kp_source['value']
+    out = {'value': torch.from_numpy(np.stack([m.value for m in moved])).to(ref.device, torch.float32)}
+    if 'jacobian' in kp_source:
+        out['jacobian'] = torch.from_numpy(np.stack([m.jacobian for m in moved])).to(ref.device, torch.float32)
+    return out
+
+
+def frozen_forward(module: nn.Module, *args):
+    """``module(*args)`` with gradients to the inputs only: its parameters are detached and its buffers copied,
+    so a loss on the output trains what made the inputs, and neither the module's weights nor its batch-norm
+    statistics learn from generated images."""
+    params = {name: p.detach() for name, p in module.named_parameters()}
+    buffers = {name: b.clone() for name, b in module.named_buffers()}
+    return functional_call(module, {**params, **buffers}, args)
+
+
+def keypoint_consistency(detected: torch.Tensor, target: torch.Tensor, indices: list[int],
+                         centred: bool = False) -> torch.Tensor:
+    """Mean L1 between keypoints ``indices`` of (B, K, 2) detected and target values; ``centred`` compares them
+    about their own centroid, so only their shape counts (how far the lips part), not where the detector puts the
+    group on another person's face."""
+    detected, target = detected[:, indices].float(), target[:, indices].float()
+    if centred:
+        detected = detected - detected.mean(1, keepdim=True)
+        target = target - target.mean(1, keepdim=True)
+    return torch.abs(detected - target).mean()

@@ -1,0 +1,182 @@
+"""Cross-identity keypoint consistency (fomm_model.training.cross_identity): targets, the frozen detector, training."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from fomm_model import build_models
+from fomm_model.training.cross_identity import (
+    frozen_forward, keypoint_consistency, other_items, relative_keypoints,
+)
+from fomm_model.training.full_model import DiscriminatorFullModel
+from fomm_model.training.trainer import Trainer, TrainingError, TrainOptions
+from fomm_model.training.visualizer import training_grid
+
+from helpers import CLIPS, REPO, TINY_CONFIG, make_clip
+
+CHECKED = [0, 1, 2, 3]
+
+
+def _kp(seed: int, batch: int = 3, num_kp: int = 6) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    value = torch.rand(batch, num_kp, 2, generator=g) * 1.6 - 0.8
+    jacobian = torch.eye(2) + 0.2 * torch.randn(batch, num_kp, 2, 2, generator=g)
+    return {'value': value, 'jacobian': jacobian}
+
+
+def test_without_motion_the_target_is_the_source():
+    source, anchor = _kp(0), _kp(1)
+    target = relative_keypoints(source, anchor, anchor)
+    assert torch.allclose(target['value'], source['value'], atol=1e-6)
+    assert torch.allclose(target['jacobian'], source['jacobian'], atol=1e-5)
+
+
+def test_a_source_that_is_its_own_anchor_follows_the_driver():
+    source, driving = _kp(0), _kp(2)
+    target = relative_keypoints(source, source, driving)
+    assert torch.allclose(target['value'], driving['value'], atol=1e-6)
+    assert torch.allclose(target['jacobian'], driving['jacobian'], atol=1e-5)
+
+
+def test_motion_is_scaled_by_the_size_of_the_faces():
+    """An anchor twice the source's size (hull area x4) moves the source half as far: adapt-scale, per item."""
+    source = _kp(0)
+    centre = source['value'].mean(1, keepdim=True)
+    anchor = {'value': centre + 2 * (source['value'] - centre), 'jacobian': source['jacobian']}
+    delta = torch.tensor([0.1, -0.05])
+    driving = {'value': anchor['value'] + delta, 'jacobian': anchor['jacobian']}
+    target = relative_keypoints(source, anchor, driving)
+    assert torch.allclose(target['value'] - source['value'], (0.5 * delta).expand_as(source['value']), atol=1e-5)
+
+
+def test_the_centred_loss_sees_the_shape_not_the_place():
+    target = _kp(0)['value']
+    shifted = target + torch.tensor([0.1, -0.2])
+    assert keypoint_consistency(shifted, target, CHECKED) > 0.1
+    assert keypoint_consistency(shifted, target, CHECKED, centred=True) < 1e-6
+    opened = target.clone()
+    opened[:, 1, 1] += 0.08  # one keypoint moved: the shape changed
+    assert keypoint_consistency(opened, target, CHECKED, centred=True) > 0.01
+
+
+def test_each_item_is_driven_by_another():
+    order = other_items(4)
+    assert sorted(order.tolist()) == [0, 1, 2, 3]
+    assert all(order[i] != i for i in range(4))
+
+
+def test_the_frozen_detector_trains_the_image_not_itself():
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    detector = build_models(config).kp_detector.train()
+    stats = {name: b.clone() for name, b in detector.named_buffers()}
+    image = torch.rand(2, 3, 128, 128, requires_grad=True)
+    out = frozen_forward(detector, image)
+    out['value'].square().sum().backward()
+    assert image.grad is not None and image.grad.abs().sum() > 0
+    assert all(p.grad is None for p in detector.parameters())
+    assert all(torch.equal(stats[name], b) for name, b in detector.named_buffers())  # batch-norm statistics kept
+    with torch.no_grad():
+        plain = detector.eval()(image)['value']
+        frozen = frozen_forward(detector, image)['value']
+    assert torch.equal(plain, frozen)  # the same network, only detached
+
+
+@pytest.fixture(scope='module')
+def faces(tmp_path_factory):
+    """A dataset root whose train/ holds two short real clips of two people."""
+    root = tmp_path_factory.mktemp('faces')
+    (root / 'train').mkdir()
+    for clip in CLIPS[:2]:
+        make_clip(root / 'train' / clip.name, frames=8, clip=clip)
+    return root
+
+
+def _config(root, **loss) -> dict:
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    config['dataset_params'].update(root_dir=str(root), augmentation_params={})
+    config['dataset_params'].pop('pairs_list', None)
+    config['train_params'].update(num_epochs=1, num_repeats=8, batch_size=2, checkpoint_freq=1, epoch_milestones=[],
+                                  lr_generator=1e-3, lr_kp_detector=1e-3, lr_discriminator=1e-3,
+                                  cross_keypoints=CHECKED)
+    config['train_params']['loss_weights'] = {'perceptual': [0], 'l1': 1, 'equivariance_value': 0,
+                                              'equivariance_jacobian': 0, 'generator_gan': 1,
+                                              'feature_matching': [0], **loss}
+    return config
+
+
+def _consistency(models, x: dict) -> float:
+    """How far from their targets the detector finds the checked keypoints of sources driven across the batch."""
+    models.eval()
+    with torch.no_grad():
+        kp_s, kp_d = models.kp_detector(x['source']), models.kp_detector(x['driving'])
+        other = other_items(len(x['source']))
+        target = relative_keypoints(kp_s, {k: v[other] for k, v in kp_s.items()},
+                                    {k: v[other] for k, v in kp_d.items()})
+        cross = models.generator(x['source'], kp_source=kp_s, kp_driving=target)['prediction']
+        return keypoint_consistency(models.kp_detector(cross)['value'], target['value'], CHECKED).item()
+
+
+def _train(root, run, **loss) -> tuple[Trainer, list[dict], dict]:
+    trainer = Trainer(TrainOptions(config=_config(root, **loss), log_dir=run, tensorboard=False, progress=False,
+                                   seed=6))
+    history = []
+    for epoch in range(3):
+        trainer.sampler.set_epoch(epoch)
+        for x in trainer.loader:
+            values, generated = trainer.train_step(x)
+            history.append(values)
+    return trainer, history, generated
+
+
+def test_training_with_the_loss_brings_the_keypoints_where_they_were_sent(faces, tmp_path):
+    with_loss, history, generated = _train(faces, tmp_path / 'with', cross_keypoints=100)
+    without, _, plain = _train(faces, tmp_path / 'without')
+    assert {'cross_keypoints', 'cross_gan', 'gen_gan', 'disc_gan'} <= set(history[0])
+    assert all(np.isfinite(v) for h in history for v in h.values())
+    # the training pictures gain a column: the cross-identity output with the keypoints it was sent
+    width = training_grid(generated['_inputs'], generated).shape[1]
+    assert width - training_grid(plain['_inputs'], plain).shape[1] == 128 + 2 * 2  # one frame and its border
+    with_loss.sampler.set_epoch(0)
+    batch = next(iter(with_loss.loader))
+    trained, untrained = _consistency(with_loss.models, batch), _consistency(without.models, batch)
+    assert trained < 0.8 * untrained, (trained, untrained)
+
+
+def test_the_discriminator_also_sees_the_cross_identity_outputs():
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    models = build_models(config, with_discriminator=True)
+    d_full = DiscriminatorFullModel(None, None, models.discriminator, config['train_params'])
+    torch.manual_seed(0)
+    x = {'driving': torch.rand(2, 3, 128, 128)}
+    kp = _kp(3, batch=2, num_kp=10)
+    generated = {'prediction': torch.rand(2, 3, 128, 128), 'kp_driving': kp}
+    alone = d_full(x, generated)['disc_gan']
+    both = d_full(x, {**generated, 'cross_prediction': torch.rand(2, 3, 128, 128), 'kp_cross': _kp(4, 2, 10)})
+    assert both['disc_gan'] > alone
+
+
+def test_a_weight_without_keypoints_and_a_bad_index_are_clear_errors(faces, tmp_path):
+    config = _config(faces, cross_keypoints=10)
+    del config['train_params']['cross_keypoints']
+    with pytest.raises((TrainingError, ValueError), match='cross_keypoints'):
+        Trainer(TrainOptions(config=copy.deepcopy(config), log_dir=tmp_path / 'a', tensorboard=False, progress=False))
+    config['train_params']['cross_keypoints'] = [0, 99]
+    with pytest.raises((TrainingError, ValueError), match='cross_keypoints'):
+        Trainer(TrainOptions(config=config, log_dir=tmp_path / 'b', tensorboard=False, progress=False))
+
+
+@pytest.mark.parametrize('name', ['face-128-v4-cross-kp', 'face-128-v4-cross-mouth'])
+def test_the_experiment_configs_set_the_loss_up(name):
+    """The recorded probes' configs (docs/experiments) still build their training losses."""
+    from fomm_model import load_config
+    from fomm_model.training.full_model import GeneratorFullModel
+    config = load_config(REPO / 'docs' / 'experiments' / f'{name}.yaml')
+    models = build_models(config)
+    full = GeneratorFullModel(models.kp_detector, models.generator, models.discriminator, config['train_params'],
+                              perceptual_net=torch.nn.Identity())  # present, not run here
+    assert full.cross_keypoints == list(config['train_params']['cross_keypoints'])
+    assert full.loss_weights['cross_keypoints'] > 0
