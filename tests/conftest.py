@@ -35,3 +35,14 @@ def recording_backend():
     pyvirtualcam.register_backend('recording', RecordingBackend)
     yield RecordingBackend
     BACKENDS.pop('recording', None)
+
+
+@pytest.fixture(scope='module')
+def faces(tmp_path_factory):
+    """A dataset root whose train/ holds two short real clips of two people."""
+    root = tmp_path_factory.mktemp('faces')
+    (root / 'train').mkdir()
+    from helpers import CLIPS, make_clip
+    for clip in CLIPS[:2]:
+        make_clip(root / 'train' / clip.name, frames=8, clip=clip)
+    return root

@@ -16,7 +16,7 @@ from fomm_model.training.full_model import DiscriminatorFullModel
 from fomm_model.training.trainer import Trainer, TrainingError, TrainOptions
 from fomm_model.training.visualizer import training_grid
 
-from helpers import CLIPS, REPO, TINY_CONFIG, make_clip
+from helpers import REPO, TINY_CONFIG
 
 CHECKED = [0, 1, 2, 3]
 
@@ -83,16 +83,6 @@ def test_the_frozen_detector_trains_the_image_not_itself():
         plain = detector.eval()(image)['value']
         frozen = frozen_forward(detector, image)['value']
     assert torch.equal(plain, frozen)  # the same network, only detached
-
-
-@pytest.fixture(scope='module')
-def faces(tmp_path_factory):
-    """A dataset root whose train/ holds two short real clips of two people."""
-    root = tmp_path_factory.mktemp('faces')
-    (root / 'train').mkdir()
-    for clip in CLIPS[:2]:
-        make_clip(root / 'train' / clip.name, frames=8, clip=clip)
-    return root
 
 
 def _config(root, **loss) -> dict:

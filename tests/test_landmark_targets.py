@@ -46,16 +46,6 @@ def landmarker():
         yield lm
 
 
-@pytest.fixture(scope='module')
-def faces(tmp_path_factory):
-    """A dataset root whose train/ holds two short real clips of two people."""
-    root = tmp_path_factory.mktemp('faces')
-    (root / 'train').mkdir()
-    for clip in CLIPS[:2]:
-        make_clip(root / 'train' / clip.name, frames=8, clip=clip)
-    return root
-
-
 def test_mirror_twins_are_left_right_pairs():
     for i, name in enumerate(ANCHOR_NAMES):
         twin = ANCHOR_NAMES[MIRROR[i]]
