@@ -10,7 +10,7 @@ import yaml
 
 from fomm_model import build_models
 from fomm_model.training.cross_identity import (
-    frozen_forward, keypoint_consistency, other_items, relative_keypoints,
+    cross_targets, frozen_forward, keypoint_consistency, other_items, relative_keypoints,
 )
 from fomm_model.training.full_model import DiscriminatorFullModel
 from fomm_model.training.trainer import Trainer, TrainingError, TrainOptions
@@ -102,10 +102,8 @@ def _consistency(models, x: dict) -> float:
     """How far from their targets the detector finds the checked keypoints of sources driven across the batch."""
     models.eval()
     with torch.no_grad():
-        kp_s, kp_d = models.kp_detector(x['source']), models.kp_detector(x['driving'])
-        other = other_items(len(x['source']))
-        target = relative_keypoints(kp_s, {k: v[other] for k, v in kp_s.items()},
-                                    {k: v[other] for k, v in kp_d.items()})
+        kp_s = models.kp_detector(x['source'])
+        target = cross_targets(kp_s, models.kp_detector(x['driving']))
         cross = models.generator(x['source'], kp_source=kp_s, kp_driving=target)['prediction']
         return keypoint_consistency(models.kp_detector(cross)['value'], target['value'], CHECKED).item()
 

@@ -38,6 +38,14 @@ def relative_keypoints(kp_source: dict, kp_anchor: dict, kp_driving: dict) -> di
     return out
 
 
+def cross_targets(kp_source: dict, kp_driving: dict) -> dict:
+    """Each batch item's source keypoints moved by the :func:`other_items` item's motion, relative to that item's
+    own source keypoints (its anchor): the keypoints the cross-identity output is driven to."""
+    other = other_items(kp_source['value'].shape[0]).to(kp_source['value'].device)
+    return relative_keypoints(kp_source, {k: v[other] for k, v in kp_source.items()},
+                              {k: v[other] for k, v in kp_driving.items()})
+
+
 def frozen_forward(module: nn.Module, *args):
     """``module(*args)`` with gradients to the inputs only: its parameters are detached and its buffers copied,
     so a loss on the output trains what made the inputs, and neither the module's weights nor its batch-norm

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..modules.mouth_interior import mouth_interior
 from ..modules.util import AntiAliasInterpolation2d, keypoint_indices
-from .cross_identity import frozen_forward, keypoint_consistency, other_items, relative_keypoints
+from .cross_identity import cross_targets, frozen_forward, keypoint_consistency
 from .landmark_targets import ANCHOR_NAMES, check_keypoint_indices
 from .transform import Transform
 
@@ -131,6 +131,14 @@ def mouth_occlusion_loss(occlusion_logits: torch.Tensor, source_landmarks: torch
     return F.binary_cross_entropy_with_logits(logits, 1 - revealed, weight=weight, reduction='sum')
 
 
+def generator_gan_loss(maps: dict, scales, weight: float) -> torch.Tensor:
+    """LSGAN generator term: the discriminator's maps of generated images pulled towards 1, summed over scales."""
+    total = 0
+    for scale in scales:
+        total = total + weight * ((1 - maps['prediction_map_%s' % scale]) ** 2).mean()
+    return total
+
+
 class GeneratorFullModel(nn.Module):
     """Keypoints + generation + every generator-side loss, as the original (one forward per step)."""
 
@@ -162,9 +170,10 @@ class GeneratorFullModel(nn.Module):
         if self.loss_weights['cross_keypoints'] != 0:
             if 'cross_keypoints' not in train_params:
                 raise ValueError("loss_weights.cross_keypoints is non-zero but train_params has no cross_keypoints")
-            names = list(train_params['cross_keypoints'])
-            self.cross_keypoints = keypoint_indices(names, len(names), kp_extractor.kp.out_channels,
+            indices = list(train_params['cross_keypoints'])
+            self.cross_keypoints = keypoint_indices(indices, len(indices), kp_extractor.kp.out_channels,
                                                     'train_params.cross_keypoints', 'keypoint to check')
+        self.cross_centred = bool(train_params.get('cross_keypoints_centred', False))
 
     def mouth_loss(self, prediction: torch.Tensor, real: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """L1 plus the perceptual loss on crops around the real frame's mouth, over samples where a face was found.
@@ -233,10 +242,7 @@ class GeneratorFullModel(nn.Module):
         if w['generator_gan'] != 0:
             maps_generated = self.discriminator(pyramide_generated, kp=detach_kp(kp_driving))
             maps_real = self.discriminator(pyramide_real, kp=detach_kp(kp_driving))
-            total = 0
-            for scale in self.disc_scales:
-                total = total + w['generator_gan'] * ((1 - maps_generated['prediction_map_%s' % scale]) ** 2).mean()
-            losses['gen_gan'] = total
+            losses['gen_gan'] = generator_gan_loss(maps_generated, self.disc_scales, w['generator_gan'])
             if sum(w['feature_matching']) != 0:
                 total = 0
                 for scale in self.disc_scales:
@@ -272,18 +278,14 @@ class GeneratorFullModel(nn.Module):
         ``generated`` for the discriminator's update."""
         w = self.loss_weights
         kp_source = detach_kp(kp_source)
-        other = other_items(source.shape[0]).to(source.device)
-        target = relative_keypoints(kp_source, {k: v[other] for k, v in kp_source.items()},
-                                    {k: v.detach()[other] for k, v in kp_driving.items()})
+        target = cross_targets(kp_source, detach_kp(kp_driving))
         cross = self.generator(source, kp_source=kp_source, kp_driving=target)['prediction']
         detected = frozen_forward(self.kp_extractor, cross)
         losses['cross_keypoints'] = w['cross_keypoints'] * keypoint_consistency(
-            detected['value'], target['value'], self.cross_keypoints,
-            centred=bool(self.train_params.get('cross_keypoints_centred', False)))
+            detected['value'], target['value'], self.cross_keypoints, centred=self.cross_centred)
         if w['generator_gan'] != 0:
             maps = self.discriminator(self.pyramid(cross), kp=target)
-            losses['cross_gan'] = sum(w['generator_gan'] * ((1 - maps['prediction_map_%s' % scale]) ** 2).mean()
-                                      for scale in self.disc_scales)
+            losses['cross_gan'] = generator_gan_loss(maps, self.disc_scales, w['generator_gan'])
         generated['cross_prediction'], generated['kp_cross'] = cross, target
 
 
