@@ -5,7 +5,9 @@ not show: across people the avatar's mouth opened about a fifth as far as the dr
 Here each batch item's source is also driven by another item's motion, relative to that item's own source frame
 as the app's anchor (:class:`~fomm_model.keypoints.RelativeMotion`, adapt-scale on). There is no real frame to
 compare with, but the keypoint detector, whose lip and lid keypoints are pulled onto face landmarks, can read the
-output back: its keypoints should land where the generator was told to move them.
+output back: its keypoints should land where the generator was told to move them. Or, since the generator learnt
+to please that detector more than to open the mouth, a separate frozen reader (:mod:`.mouth_reader`) measures the
+output's lip gap against the driver's change in Face Mesh's (:func:`mouth_opening_loss`).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..keypoints import Keypoints, RelativeMotion
+from .mouth_reader import eye_distance, mouth_gap
 
 
 def other_items(batch_size: int) -> torch.Tensor:
@@ -65,3 +68,27 @@ def keypoint_consistency(detected: torch.Tensor, target: torch.Tensor, indices: 
         detected = detected - detected.mean(1, keepdim=True)
         target = target - target.mean(1, keepdim=True)
     return torch.abs(detected - target).mean()
+
+
+def mouth_opening_change(source_landmarks: torch.Tensor, driving_landmarks: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) how far each cross-identity output's lips should part beyond its source's, and (B,) where that is
+    known: the :func:`other_items` driver's Face Mesh lip gap minus its anchor's, scaled from the anchor's face to
+    the source's by the distance between the eyes (adapt-scale). From the landmark targets of the unpainted frames,
+    so painted sources get the same target."""
+    other = other_items(source_landmarks.shape[0]).to(source_landmarks.device)
+    src, anchor, drv = source_landmarks.float(), source_landmarks[other].float(), driving_landmarks[other].float()
+    known = torch.isfinite(torch.stack([src, anchor, drv])).all(-1).all(-1).all(0)
+    src, anchor, drv = (torch.nan_to_num(t) for t in (src, anchor, drv))
+    scale = eye_distance(src) / eye_distance(anchor).clamp(min=1e-3)
+    return (mouth_gap(drv) - mouth_gap(anchor)) * scale, known
+
+
+def mouth_opening_loss(read_output: torch.Tensor, read_source: torch.Tensor, change: torch.Tensor,
+                       known: torch.Tensor) -> torch.Tensor:
+    """Mean L1 between the lip gap a frozen reader finds on each output and the one it finds on the source plus
+    ``change`` (not below closed), over the items where the change is known. Both gaps come from the same reader,
+    so its bias on a face or a painting style cancels."""
+    target = (mouth_gap(read_source.detach()) + change).clamp(min=0)
+    error = torch.abs(mouth_gap(read_output) - target)
+    return error[known].mean() if known.any() else read_output.sum() * 0

@@ -7,7 +7,8 @@ by default: ``loss_weights.l1`` adds a pixel L1 term between prediction and driv
 (see :mod:`.landmark_targets`), ``loss_weights.mouth`` weighs the mouth (:meth:`GeneratorFullModel.mouth_loss`) and
 ``loss_weights.mouth_occlusion`` teaches the occlusion map where a mouth opens (:func:`mouth_occlusion_loss`) and
 ``loss_weights.cross_keypoints`` drives each source with another item's motion as the app does and asks the keypoint
-detector to find the named keypoints where they were sent (:mod:`.cross_identity`).
+detector to find the named keypoints where they were sent, and ``loss_weights.cross_mouth`` asks a frozen reader
+(``train_params.mouth_reader``) to find that output's lips parted as far as the driver's did (:mod:`.cross_identity`).
 """
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from torch import nn
 
 from ..modules.mouth_interior import mouth_interior
 from ..modules.util import AntiAliasInterpolation2d, keypoint_indices
-from .cross_identity import cross_targets, frozen_forward, keypoint_consistency
+from .cross_identity import (
+    cross_targets, frozen_forward, keypoint_consistency, mouth_opening_change, mouth_opening_loss,
+)
 from .landmark_targets import ANCHOR_NAMES, check_keypoint_indices
 from .transform import Transform
 
@@ -64,6 +67,7 @@ def loss_weights(train_params: dict) -> dict:
     w.setdefault('mouth', 0)
     w.setdefault('mouth_occlusion', 0)
     w.setdefault('cross_keypoints', 0)
+    w.setdefault('cross_mouth', 0)
     return w
 
 
@@ -174,6 +178,16 @@ class GeneratorFullModel(nn.Module):
             self.cross_keypoints = keypoint_indices(indices, len(indices), kp_extractor.kp.out_channels,
                                                     'train_params.cross_keypoints', 'keypoint to check')
         self.cross_centred = bool(train_params.get('cross_keypoints_centred', False))
+        self.mouth_reader = None
+        if self.loss_weights['cross_mouth'] != 0:
+            if not train_params.get('mouth_reader'):
+                raise ValueError("loss_weights.cross_mouth is non-zero but train_params has no mouth_reader (a "
+                                 "checkpoint of python -m fomm_model.training.mouth_reader)")
+            from .mouth_reader import MouthReader
+            try:
+                self.mouth_reader = MouthReader.load(train_params['mouth_reader'])
+            except FileNotFoundError as exc:
+                raise ValueError(f'train_params.mouth_reader: {exc}') from exc
 
     def mouth_loss(self, prediction: torch.Tensor, real: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """L1 plus the perceptual loss on crops around the real frame's mouth, over samples where a face was found.
@@ -236,8 +250,8 @@ class GeneratorFullModel(nn.Module):
             losses['mouth_occlusion'] = w['mouth_occlusion'] * mouth_occlusion_loss(
                 generated['occlusion_logits'], x['source_landmarks'], x['driving_landmarks'])
 
-        if self.cross_keypoints is not None:
-            self.cross_identity(x['source'], kp_source, kp_driving, generated, losses)
+        if self.cross_keypoints is not None or self.mouth_reader is not None:
+            self.cross_identity(x, kp_source, kp_driving, generated, losses)
 
         if w['generator_gan'] != 0:
             maps_generated = self.discriminator(pyramide_generated, kp=detach_kp(kp_driving))
@@ -270,19 +284,27 @@ class GeneratorFullModel(nn.Module):
                 losses['equivariance_jacobian'] = w['equivariance_jacobian'] * torch.abs(eye - value).mean()
         return losses, generated
 
-    def cross_identity(self, source: torch.Tensor, kp_source: dict, kp_driving: dict, generated: dict,
-                       losses: dict) -> None:
+    def cross_identity(self, x: dict, kp_source: dict, kp_driving: dict, generated: dict, losses: dict) -> None:
         """Each source driven by the previous item's motion (its own source frame as the anchor): the keypoint
-        consistency loss, and the adversarial loss on those outputs too, so that the generator meets the keypoints
+        consistency loss and/or the frozen reader's mouth-opening loss, and the adversarial loss on those outputs too, so that the generator meets the keypoints
         with faces rather than with patterns only the detector reads. Adds 'cross_prediction' and 'kp_cross' to
         ``generated`` for the discriminator's update."""
         w = self.loss_weights
         kp_source = detach_kp(kp_source)
         target = cross_targets(kp_source, detach_kp(kp_driving))
-        cross = self.generator(source, kp_source=kp_source, kp_driving=target)['prediction']
-        detected = frozen_forward(self.kp_extractor, cross)
-        losses['cross_keypoints'] = w['cross_keypoints'] * keypoint_consistency(
-            detected['value'], target['value'], self.cross_keypoints, centred=self.cross_centred)
+        cross = self.generator(x['source'], kp_source=kp_source, kp_driving=target)['prediction']
+        if self.cross_keypoints is not None:
+            detected = frozen_forward(self.kp_extractor, cross)
+            losses['cross_keypoints'] = w['cross_keypoints'] * keypoint_consistency(
+                detected['value'], target['value'], self.cross_keypoints, centred=self.cross_centred)
+        if self.mouth_reader is not None:
+            if 'source_landmarks' not in x:
+                raise ValueError("loss_weights.cross_mouth is non-zero but the batch has no landmark targets")
+            reader = self.mouth_reader.to(cross.device)
+            change, known = mouth_opening_change(x['source_landmarks'], x['driving_landmarks'])
+            with torch.no_grad():
+                read_source = reader(x['source'])
+            losses['cross_mouth'] = w['cross_mouth'] * mouth_opening_loss(reader(cross), read_source, change, known)
         if w['generator_gan'] != 0:
             maps = self.discriminator(self.pyramid(cross), kp=target)
             losses['cross_gan'] = generator_gan_loss(maps, self.disc_scales, w['generator_gan'])
@@ -291,7 +313,7 @@ class GeneratorFullModel(nn.Module):
 
 class DiscriminatorFullModel(nn.Module):
     """LSGAN discriminator loss on real driving frames vs detached predictions (kp heatmaps detached), and vs the
-    cross-identity predictions when the generator made them (``loss_weights.cross_keypoints``)."""
+    cross-identity predictions when the generator made them (``loss_weights.cross_keypoints`` or ``cross_mouth``)."""
 
     def __init__(self, kp_extractor: nn.Module | None, generator: nn.Module | None, discriminator: nn.Module,
                  train_params: dict):

@@ -38,7 +38,7 @@ CHECKPOINT_GLOB = '*-checkpoint.pth.tar'  # what Trainer.save writes: '<zero-pad
 SHORT = {'perceptual': 'perc', 'equivariance_value': 'eq_val', 'equivariance_jacobian': 'eq_jac',
          'feature_matching': 'fm', 'gen_gan': 'g_gan', 'disc_gan': 'd_gan', 'l1': 'l1', 'landmarks': 'lm',
          'mouth': 'mouth', 'mouth_occlusion': 'm_occ',
-         'cross_keypoints': 'x_kp', 'cross_gan': 'x_gan'}
+         'cross_keypoints': 'x_kp', 'cross_mouth': 'x_mouth', 'cross_gan': 'x_gan'}
 
 
 class TrainingError(RuntimeError):
@@ -244,7 +244,7 @@ class Trainer:
 
         dp = self.config['dataset_params']
         self.dataset = FramesDataset(is_train=True, random_seed=opts.seed, cache_bytes=opts.cache_bytes, **dp)
-        if (self.weights['landmarks'] != 0 or self.weights['mouth'] != 0 or self.weights['mouth_occlusion'] != 0
+        if (any(self.weights[k] != 0 for k in ('landmarks', 'mouth', 'mouth_occlusion', 'cross_mouth'))
                 or self.dataset.mouth_contrast > 0):
             self.dataset.landmark_targets = self._landmark_targets()
         self.sampler = EpochSampler(len(self.dataset), self.tp.get('num_repeats', 1), seed=opts.seed,
