@@ -196,10 +196,11 @@ def test_the_command_line_says_what_is_missing(tmp_path, capsys):
     assert 'no train/ folder' in capsys.readouterr().err
 
 
-def test_the_experiment_config_sets_the_loss_up(reader_checkpoint):
-    """docs/experiments/face-128-v4-cross-reader.yaml builds its training losses (with a reader from here)."""
+@pytest.mark.parametrize('name', ['face-128-v4-cross-reader', 'face-128-v4-cross-reader-x3'])
+def test_the_experiment_configs_set_the_loss_up(name, reader_checkpoint):
+    """The recorded probes' configs (docs/experiments) build their training losses (with a reader from here)."""
     from fomm_model import load_config
-    config = load_config(REPO / 'docs' / 'experiments' / 'face-128-v4-cross-reader.yaml')
+    config = load_config(REPO / 'docs' / 'experiments' / f'{name}.yaml')
     assert config['train_params']['mouth_reader'] == 'runs/mouth-reader/reader.pth'
     train_params = {**config['train_params'], 'mouth_reader': str(reader_checkpoint[0])}
     models = build_models(config)

@@ -139,7 +139,7 @@ def anchor_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.abs(p - t).mean() + torch.abs(mouth_gap(p) - mouth_gap(t)).mean()
 
 
-def train(root: str | Path, out: str | Path, steps: int = 3000, batch_size: int = 16, lr: float = 2e-4,
+def train(root: str | Path, out: str | Path, steps: int = 2400, batch_size: int = 16, lr: float = 2e-4,
           seed: int = 0, progress: bool = True) -> dict:
     """Train the reader and save it to ``out`` (with the held-out agreement :func:`validate` measures)."""
     out = Path(out)
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--data', required=True, help='dataset root with train/ (and test/, to validate)')
     parser.add_argument('--out', required=True, help='where to save the reader (.pth)')
-    parser.add_argument('--steps', type=int, default=3000)
+    parser.add_argument('--steps', type=int, default=2400, help='2,400 steps of 16 pairs: 26 min on 2 Zen 4 cores')
     parser.add_argument('--batch_size', type=int, default=16)
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
