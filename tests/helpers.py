@@ -108,3 +108,18 @@ class RecordingBackend:
 
     def close(self):
         self.closed = True
+
+
+def loss_test_config(root: Path, loss: dict, **train) -> dict:
+    """tiny-128 on the clips of ``root`` (no augmentation) for a few quick steps of one training term: pixel L1
+    plus ``loss`` (no perceptual net), ``train`` added to or overriding train_params."""
+    import yaml
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    config['dataset_params'].update(root_dir=str(root), augmentation_params={})
+    config['dataset_params'].pop('pairs_list', None)
+    config['train_params'].update(num_epochs=1, num_repeats=8, batch_size=2, checkpoint_freq=1, epoch_milestones=[],
+                                  lr_generator=1e-3, lr_kp_detector=1e-3, lr_discriminator=1e-3)
+    config['train_params'].update(train)
+    config['train_params']['loss_weights'] = {'perceptual': [0], 'l1': 1, 'equivariance_value': 0,
+                                              'equivariance_jacobian': 0, **loss}
+    return config

@@ -16,7 +16,7 @@ from fomm_model.training.full_model import DiscriminatorFullModel
 from fomm_model.training.trainer import Trainer, TrainingError, TrainOptions
 from fomm_model.training.visualizer import training_grid
 
-from helpers import REPO, TINY_CONFIG
+from helpers import REPO, TINY_CONFIG, loss_test_config
 
 CHECKED = [0, 1, 2, 3]
 
@@ -86,16 +86,7 @@ def test_the_frozen_detector_trains_the_image_not_itself():
 
 
 def _config(root, **loss) -> dict:
-    config = yaml.safe_load(TINY_CONFIG.read_text())
-    config['dataset_params'].update(root_dir=str(root), augmentation_params={})
-    config['dataset_params'].pop('pairs_list', None)
-    config['train_params'].update(num_epochs=1, num_repeats=8, batch_size=2, checkpoint_freq=1, epoch_milestones=[],
-                                  lr_generator=1e-3, lr_kp_detector=1e-3, lr_discriminator=1e-3,
-                                  cross_keypoints=CHECKED)
-    config['train_params']['loss_weights'] = {'perceptual': [0], 'l1': 1, 'equivariance_value': 0,
-                                              'equivariance_jacobian': 0, 'generator_gan': 1,
-                                              'feature_matching': [0], **loss}
-    return config
+    return loss_test_config(root, {'generator_gan': 1, 'feature_matching': [0], **loss}, cross_keypoints=CHECKED)
 
 
 def _consistency(models, x: dict) -> float:

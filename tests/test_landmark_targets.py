@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from fomm_model.evaluation.landmarks import FaceLandmarker, fetch_model
 from fomm_model.training.augmentation import Augmentation
@@ -34,7 +33,7 @@ from fomm_model.training.landmark_targets import (
 from fomm_model.training.trainer import Trainer, TrainingError, TrainOptions
 from fomm_model.training.video_frames import read_frames
 
-from helpers import CLIPS, TINY_CONFIG, make_clip
+from helpers import CLIPS, TINY_CONFIG, loss_test_config, make_clip
 
 torch.set_num_threads(1)
 
@@ -218,14 +217,7 @@ def test_targets_are_cached_and_reach_the_dataset_items(faces, tmp_path):
 
 
 def _config(root, **loss):
-    config = yaml.safe_load(TINY_CONFIG.read_text())
-    config['dataset_params'].update(root_dir=str(root), augmentation_params={})
-    config['dataset_params'].pop('pairs_list', None)
-    config['train_params'].update(num_epochs=1, num_repeats=8, batch_size=2, checkpoint_freq=1, epoch_milestones=[],
-                                  lr_generator=1e-3, lr_kp_detector=3e-3, landmark_keypoints=list(range(8)))
-    config['train_params']['loss_weights'] = {'perceptual': [0], 'l1': 1, 'equivariance_value': 0,
-                                              'equivariance_jacobian': 0, **loss}
-    return config
+    return loss_test_config(root, loss, lr_kp_detector=3e-3, landmark_keypoints=list(range(8)))
 
 
 def test_training_pulls_the_chosen_keypoints_onto_the_landmarks(faces, tmp_path):

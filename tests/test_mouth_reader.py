@@ -6,18 +6,15 @@ import copy
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from fomm_model import build_models
 from fomm_model.training.cross_identity import mouth_opening_change, mouth_opening_loss, other_items
 from fomm_model.training.full_model import GeneratorFullModel
-from fomm_model.training.landmark_targets import ANCHOR_NAMES
-from fomm_model.training.mouth_reader import (
-    MouthReader, _affine_jitter, anchor_loss, eye_distance, main, mouth_gap, train,
-)
+from fomm_model.training.landmark_targets import ANCHOR_NAMES, eye_distance, mouth_gap
+from fomm_model.training.mouth_reader import MouthReader, _affine_jitter, anchor_loss, main, train
 from fomm_model.training.trainer import Trainer, TrainingError, TrainOptions
 
-from helpers import REPO, TINY_CONFIG
+from helpers import REPO, loss_test_config
 
 UPPER, LOWER = ANCHOR_NAMES.index('upper_lip'), ANCHOR_NAMES.index('lower_lip')
 
@@ -127,16 +124,7 @@ def test_the_reader_is_frozen_and_outside_the_model(reader_checkpoint):
 
 
 def _config(root, reader, **loss) -> dict:
-    config = yaml.safe_load(TINY_CONFIG.read_text())
-    config['dataset_params'].update(root_dir=str(root), augmentation_params={})
-    config['dataset_params'].pop('pairs_list', None)
-    config['train_params'].update(num_epochs=1, num_repeats=8, batch_size=2, checkpoint_freq=1, epoch_milestones=[],
-                                  lr_generator=1e-3, lr_kp_detector=1e-3, lr_discriminator=1e-3,
-                                  mouth_reader=str(reader))
-    config['train_params']['loss_weights'] = {'perceptual': [0], 'l1': 1, 'equivariance_value': 0,
-                                              'equivariance_jacobian': 0, 'generator_gan': 1,
-                                              'feature_matching': [0], **loss}
-    return config
+    return loss_test_config(root, {'generator_gan': 1, 'feature_matching': [0], **loss}, mouth_reader=str(reader))
 
 
 def test_training_with_the_loss_logs_it_and_keeps_the_reader_out_of_the_model(faces, reader_checkpoint, tmp_path):

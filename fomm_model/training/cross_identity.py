@@ -17,7 +17,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..keypoints import Keypoints, RelativeMotion
-from .mouth_reader import eye_distance, mouth_gap
+from .landmark_targets import eye_distance, mouth_gap
 
 
 def other_items(batch_size: int) -> torch.Tensor:

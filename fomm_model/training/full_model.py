@@ -286,9 +286,9 @@ class GeneratorFullModel(nn.Module):
 
     def cross_identity(self, x: dict, kp_source: dict, kp_driving: dict, generated: dict, losses: dict) -> None:
         """Each source driven by the previous item's motion (its own source frame as the anchor): the keypoint
-        consistency loss and/or the frozen reader's mouth-opening loss, and the adversarial loss on those outputs too, so that the generator meets the keypoints
-        with faces rather than with patterns only the detector reads. Adds 'cross_prediction' and 'kp_cross' to
-        ``generated`` for the discriminator's update."""
+        consistency loss and/or the frozen reader's mouth-opening loss, and the adversarial loss on those outputs
+        too, so that the generator meets them with faces rather than with patterns only a reader sees. Adds
+        'cross_prediction' and 'kp_cross' to ``generated`` for the discriminator's update."""
         w = self.loss_weights
         kp_source = detach_kp(kp_source)
         target = cross_targets(kp_source, detach_kp(kp_driving))

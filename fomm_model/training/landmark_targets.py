@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from ..modules.util import keypoint_indices
 from .video_frames import read_frames
@@ -54,10 +55,24 @@ def to_keypoint_coordinates(pixels: np.ndarray, size: tuple[int, int]) -> np.nda
     return (2.0 * np.asarray(pixels, np.float64) / (np.array([w, h]) - 1.0) - 1.0).astype(np.float32)
 
 
-def mouth_gap(targets: np.ndarray) -> np.ndarray:
-    """(T,) distance between the inner upper and lower lip of (T, A, 2) targets (NaN where no face was found)."""
+UPPER_LIP, LOWER_LIP = ANCHOR_NAMES.index('upper_lip'), ANCHOR_NAMES.index('lower_lip')
+LIDS = tuple(ANCHOR_NAMES.index(n) for n in ('right_upper_lid', 'right_lower_lid', 'left_upper_lid', 'left_lower_lid'))
+
+
+def mouth_gap(targets: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """(...,) distance between the inner upper and lower lip of (..., A, 2) anchors (NaN where no face was found):
+    a NumPy array for landmark targets, a differentiable tensor for anchors a network read."""
+    if isinstance(targets, torch.Tensor):
+        return (targets[..., UPPER_LIP, :] - targets[..., LOWER_LIP, :]).norm(dim=-1)
     t = np.asarray(targets, np.float32)
-    return np.linalg.norm(t[:, ANCHOR_NAMES.index('upper_lip')] - t[:, ANCHOR_NAMES.index('lower_lip')], axis=-1)
+    return np.linalg.norm(t[..., UPPER_LIP, :] - t[..., LOWER_LIP, :], axis=-1)
+
+
+def eye_distance(anchors: torch.Tensor) -> torch.Tensor:
+    """(...,) distance between the two eyes' lid centres of (..., A, 2) anchors: the face's size, for adapt-scale."""
+    right = anchors[..., list(LIDS[:2]), :].mean(-2)
+    left = anchors[..., list(LIDS[2:]), :].mean(-2)
+    return (right - left).norm(dim=-1)
 
 
 def mirror(targets: np.ndarray) -> np.ndarray:

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 
 from ..devices import cpu_has_fast_bfloat16
 from ..modules.keypoint_detector import KPDetector
-from .dataset import FramesDataset
-from .landmark_targets import ANCHOR_NAMES, load_or_compute
+from .dataset import FramesDataset, list_videos
+from .landmark_targets import ANCHOR_NAMES, load_or_compute, mouth_gap
 
 log = logging.getLogger(__name__)
 
@@ -36,24 +36,10 @@ log = logging.getLogger(__name__)
 READER_PARAMS = dict(block_expansion=16, num_kp=len(ANCHOR_NAMES), num_channels=3, max_features=128, num_blocks=4,
                      temperature=0.1, estimate_jacobian=False, scale_factor=0.5)
 FRAME_SHAPE = (128, 128, 3)
-UPPER_LIP, LOWER_LIP = ANCHOR_NAMES.index('upper_lip'), ANCHOR_NAMES.index('lower_lip')
-LIDS = tuple(ANCHOR_NAMES.index(n) for n in ('right_upper_lid', 'right_lower_lid', 'left_upper_lid', 'left_lower_lid'))
 
 
 def build_reader() -> KPDetector:
     return KPDetector(**READER_PARAMS)
-
-
-def mouth_gap(anchors: torch.Tensor) -> torch.Tensor:
-    """(B,) distance between the inner upper and lower lip of (B, A, 2) anchors (keypoint coordinates)."""
-    return (anchors[:, UPPER_LIP] - anchors[:, LOWER_LIP]).norm(dim=-1)
-
-
-def eye_distance(anchors: torch.Tensor) -> torch.Tensor:
-    """(B,) distance between the two eyes' lid centres of (B, A, 2) anchors: the face's size, for adapt-scale."""
-    right = anchors[:, list(LIDS[:2])].mean(1)
-    left = anchors[:, list(LIDS[2:])].mean(1)
-    return (right - left).norm(dim=-1)
 
 
 class MouthReader:
@@ -193,7 +179,7 @@ def validate(reader: MouthReader, root: str | Path, cache_dir: str | Path) -> di
     """How the reader's mouth gap agrees with Face Mesh's on the test clips of dataset ``root``: the Pearson r over all
     frames with a face, the median r within a clip, and the mean absolute difference (keypoint units)."""
     from .video_frames import read_frames
-    videos = FramesDataset(root, frame_shape=FRAME_SHAPE, is_train=False).videos
+    videos = list_videos(Path(root) / 'test')
     targets = load_or_compute(videos, FRAME_SHAPE[:2], cache_dir, progress=False)
     ours, theirs, per_clip = [], [], []
     for video in videos:
