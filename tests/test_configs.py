@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import REPO
 
 from fomm_model import available_configs, build_models, load_config
 from fomm_model.config import ConfigError, frame_size
@@ -52,6 +53,18 @@ def test_old_image_shape_key_is_read_as_frame_shape(tmp_path):
 def resolve_text(name: str) -> str:
     from fomm_model.config import resolve_config_path
     return resolve_config_path(name).read_text()
+
+
+def test_a_retired_default_config_name_loads_its_successor(caplog):
+    """An installed model recorded with face-128-v4 (the default until 2026-12-03) still loads: same networks."""
+    from fomm_model.config import RETIRED_CONFIGS, resolve_config_path
+    assert 'face-128-v4' not in available_configs()
+    with caplog.at_level('WARNING', logger='fomm_model.config'):
+        assert resolve_config_path('face-128-v4') == resolve_config_path(RETIRED_CONFIGS['face-128-v4'])
+    assert "config 'face-128-v4' was retired" in caplog.text
+    for old, new in RETIRED_CONFIGS.items():    # the successor builds the very networks the retired recipe did
+        recorded = load_config(REPO / 'docs' / 'experiments' / f'{old}.yaml')
+        assert recorded['model_params'] == load_config(new)['model_params'], old
 
 
 def test_unknown_config_names_the_shipped_ones():

@@ -32,8 +32,8 @@ def store(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope='module')
-def v4_checkpoint(tmp_path_factory):
-    return make_checkpoint(tmp_path_factory.mktemp('ckpt') / 'my-v4.pth.tar', 'face-128-v4')
+def v5_checkpoint(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp('ckpt') / 'my-v5.pth.tar', 'face-128-v5')
 
 
 def test_models_dir_follows_the_environment_and_the_platform(store, monkeypatch, tmp_path):
@@ -47,30 +47,30 @@ def test_models_dir_follows_the_environment_and_the_platform(store, monkeypatch,
     assert models_dir() == tmp_path / 'local' / 'fomm-live' / 'models'
 
 
-def test_install_list_use_by_name_and_remove(store, v4_checkpoint):
+def test_install_list_use_by_name_and_remove(store, v5_checkpoint):
     assert [e.name for e in list_models()] == [DEFAULT_CONFIG]        # the bundled model, even with no folder
-    entry = install(v4_checkpoint)
-    assert (entry.name, entry.config, entry.size) == ('my-v4', 'face-128-v4', v4_checkpoint.stat().st_size)
-    assert entry.path == store / 'my-v4.pth.tar' and file_sha256(entry.path) == file_sha256(v4_checkpoint)
-    sidecar = json.loads((store / 'my-v4.json').read_text())
-    assert sidecar['sha256'] == entry.sha256 and sidecar['config'] == 'face-128-v4'
-    assert 'only config' in sidecar['config_reason'] and sidecar['source'] == str(v4_checkpoint.resolve())
+    entry = install(v5_checkpoint)
+    assert (entry.name, entry.config, entry.size) == ('my-v5', 'face-128-v5', v5_checkpoint.stat().st_size)
+    assert entry.path == store / 'my-v5.pth.tar' and file_sha256(entry.path) == file_sha256(v5_checkpoint)
+    sidecar = json.loads((store / 'my-v5.json').read_text())
+    assert sidecar['sha256'] == entry.sha256 and sidecar['config'] == 'face-128-v5'
+    assert 'only config' in sidecar['config_reason'] and sidecar['source'] == str(v5_checkpoint.resolve())
     listed = list_models()
-    assert [e.name for e in listed] == [DEFAULT_CONFIG, 'my-v4'] and listed[0].bundled
-    assert resolve_model(None, 'my-v4') == ('face-128-v4', entry.path)     # by name, config from the sidecar
+    assert [e.name for e in listed] == [DEFAULT_CONFIG, 'my-v5'] and listed[0].bundled
+    assert resolve_model(None, 'my-v5') == ('face-128-v5', entry.path)     # by name, config from the sidecar
     # the same content again is refused, under any name; nothing new appears
-    with pytest.raises(ModelStoreError, match='already installed as "my-v4"'):
-        install(v4_checkpoint, name='other')
-    assert sorted(p.name for p in store.iterdir()) == ['my-v4.json', 'my-v4.pth.tar']
+    with pytest.raises(ModelStoreError, match='already installed as "my-v5"'):
+        install(v5_checkpoint, name='other')
+    assert sorted(p.name for p in store.iterdir()) == ['my-v5.json', 'my-v5.pth.tar']
     # another file with the same name gets a free one
-    second = install(make_checkpoint(store.parent / 'my-v4.pth.tar', 'face-128-v4', seed=1))
-    assert second.name == 'my-v4-2'
-    assert remove('my-v4').name == 'my-v4'
-    assert [e.name for e in list_models()] == [DEFAULT_CONFIG, 'my-v4-2'] and find_model('my-v4') is None
-    assert sorted(p.name for p in store.iterdir()) == ['my-v4-2.json', 'my-v4-2.pth.tar']
+    second = install(make_checkpoint(store.parent / 'my-v5.pth.tar', 'face-128-v5', seed=1))
+    assert second.name == 'my-v5-2'
+    assert remove('my-v5').name == 'my-v5'
+    assert [e.name for e in list_models()] == [DEFAULT_CONFIG, 'my-v5-2'] and find_model('my-v5') is None
+    assert sorted(p.name for p in store.iterdir()) == ['my-v5-2.json', 'my-v5-2.pth.tar']
     with pytest.raises(ModelStoreError, match='cannot be removed'):
         remove(DEFAULT_CONFIG)
-    with pytest.raises(ModelStoreError, match='no installed model "nope"; installed: my-v4-2'):
+    with pytest.raises(ModelStoreError, match='no installed model "nope"; installed: my-v5-2'):
         remove('nope')
 
 
@@ -113,24 +113,24 @@ def test_a_config_found_beside_the_file_is_kept_with_the_model(store, reference_
     assert list(store.iterdir()) == []
 
 
-def test_a_broken_sidecar_or_a_missing_file_is_skipped(store, v4_checkpoint, caplog):
-    install(v4_checkpoint)
+def test_a_broken_sidecar_or_a_missing_file_is_skipped(store, v5_checkpoint, caplog):
+    install(v5_checkpoint)
     (store / 'junk.json').write_text('{not json')
-    shutil.copy(store / 'my-v4.json', store / 'gone.json')
+    shutil.copy(store / 'my-v5.json', store / 'gone.json')
     data = json.loads((store / 'gone.json').read_text())
     (store / 'gone.json').write_text(json.dumps({**data, 'name': 'gone', 'file': 'gone.pth.tar'}))
-    assert [e.name for e in list_models()] == [DEFAULT_CONFIG, 'my-v4']
+    assert [e.name for e in list_models()] == [DEFAULT_CONFIG, 'my-v5']
     assert 'junk.json: not a readable model description' in caplog.text and 'gone.pth.tar is missing' in caplog.text
 
 
-def test_fomm_models_command(store, v4_checkpoint, capsys):
-    assert fomm_main(['models', 'install', str(v4_checkpoint), '--name', 'mine']) == 0
-    assert 'installed "mine" (config face-128-v4' in capsys.readouterr().out
+def test_fomm_models_command(store, v5_checkpoint, capsys):
+    assert fomm_main(['models', 'install', str(v5_checkpoint), '--name', 'mine']) == 0
+    assert 'installed "mine" (config face-128-v5' in capsys.readouterr().out
     assert fomm_main(['models']) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith(DEFAULT_CONFIG) and out[1].startswith('mine ') and 'face-128-v4' in out[1]
+    assert out[0].startswith(DEFAULT_CONFIG) and out[1].startswith('mine ') and 'face-128-v5' in out[1]
     assert out[-1] == f'models folder: {store}'
-    assert fomm_main(['models', 'install', str(v4_checkpoint)]) == 2
+    assert fomm_main(['models', 'install', str(v5_checkpoint)]) == 2
     assert 'fomm models: error:' in capsys.readouterr().err
     assert fomm_main(['models', 'remove', 'mine']) == 0
     assert fomm_main(['models', 'remove', 'mine']) == 2
