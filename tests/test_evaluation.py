@@ -16,17 +16,22 @@ from fomm_model.evaluation.landmarks import (
     LandmarkerUnavailable,
     eye_opening,
     mouth_opening,
+    shape_change,
 )
 from fomm_model.evaluation.metrics import (
     AKD,
     amplitude_ratio,
     average_keypoint_distance,
     pearson,
+    score_shape,
     score_signal,
+    similarity_residual,
 )
 from fomm_model.evaluation.transfer import (
+    MIN_DRIVER_SHAPE,
     MIN_DRIVER_STD,
     animate_clip,
+    clip_measures,
     measure_clip,
     score_pair,
     summarize,
@@ -85,6 +90,7 @@ def test_a_static_output_has_no_amplitude_and_fails(landmarker, talking_measures
     assert mouth.exercised and mouth.ratio < 0.01 and mouth.r is None
     assert mouth.passed is False and not pair.passed
     assert summarize([pair])['passed'] is False
+    assert pair.shape.ratio < 1e-9 and pair.shape.exercised        # a still face does not change shape
 
 
 def test_the_driver_against_itself_scores_r_one_and_ratio_one(talking_measures):
@@ -95,6 +101,51 @@ def test_the_driver_against_itself_scores_r_one_and_ratio_one(talking_measures):
     assert pair.signals['mouth'].exercised and pair.passed
     summary = summarize([pair, pair])
     assert summary['passed'] and summary['pairs_passed'] == 2 and summary['mouth']['r_median'] == pytest.approx(1)
+    assert pair.shape.ratio == pytest.approx(1.0) and pair.shape.driver_mean > 0
+
+
+def test_similarity_residual_ignores_pose_and_measures_the_rest():
+    rng = np.random.default_rng(0)
+    points = rng.uniform(20, 100, (28, 2))
+    angle, scale, shift = 0.3, 1.4, np.array([7.0, -3.0])
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    posed = scale * points @ rotation.T + shift
+    assert similarity_residual(posed, points) == pytest.approx(0, abs=1e-9)
+    bend = np.zeros_like(points)
+    bend[:, 0] = 0.002 * (points[:, 1] - 60) ** 2        # a non-rigid bend: no similarity undoes it
+    once, twice = similarity_residual(points + bend, points), similarity_residual(points + 2 * bend, points)
+    assert once > 0.5 and twice == pytest.approx(2 * once, rel=0.05)
+    assert similarity_residual(posed + scale * bend @ rotation.T, points) == pytest.approx(once, rel=0.05)
+    mirrored = points * [-1, 1]
+    assert similarity_residual(mirrored, points) > 5     # a reflection is not a pose
+    with pytest.raises(ValueError, match='same'):
+        similarity_residual(points, points[:5])
+
+
+def test_a_stretching_face_changes_shape_and_a_moving_one_does_not(landmarker, talking):
+    """A real face, held still: shifting and scaling the whole picture keeps its shape (only landmark jitter is
+    left); stretching it sideways, a little more each frame, is a change of shape."""
+    import cv2
+    frames = [talking[0]] * 12
+    def warped(frame, i, sx, sy):
+        m = np.float32([[sx, 0, (1 - sx) * 64 + i], [0, sy, (1 - sy) * 64]])
+        return cv2.warpAffine(frame, m, SIZE, borderMode=cv2.BORDER_REPLICATE)
+    posed = clip_measures([landmarker.detect(warped(f, i, 1 + 0.01 * i, 1 + 0.01 * i)) for i, f in enumerate(frames)])
+    stretched = clip_measures([landmarker.detect(warped(f, 0, 1 + 0.025 * i, 1)) for i, f in enumerate(frames)])
+    assert np.isfinite(posed.shape).all() and np.isfinite(stretched.shape).all()
+    assert max(posed.shape[0], stretched.shape[0]) < 1e-9                  # measured from the first frame
+    assert posed.shape.max() < MIN_DRIVER_SHAPE / 2                       # jitter: well under a driver's change
+    assert np.nanmean(stretched.shape) > 4 * np.nanmean(posed.shape)
+    assert stretched.shape[-1] > 2 * MIN_DRIVER_SHAPE and stretched.shape[-1] > 2.5 * stretched.shape[3]
+    assert shape_change(landmarker.detect(frames[5]) * 1.7 + 4, landmarker.detect(frames[5])) < 1e-9
+
+
+def test_shape_scores_on_known_series():
+    driver = np.array([0.0, 0.02, 0.04, np.nan, 0.02])
+    score = score_shape(driver, 2 * np.nan_to_num(driver), MIN_DRIVER_SHAPE)
+    assert score.frames == 4 and score.ratio == pytest.approx(2) and score.exercised
+    assert score_shape(0.1 * np.nan_to_num(driver), np.ones(5), MIN_DRIVER_SHAPE).exercised is False
+    assert score_shape(driver[:2], driver[:2], MIN_DRIVER_SHAPE).ratio is None      # too few frames
 
 
 def _shifted(image: np.ndarray, dx: int) -> np.ndarray:
@@ -188,7 +239,9 @@ def test_cli_evaluate_writes_json(tmp_path):
     for pair in transfer['pair_scores']:
         assert pair['frames'] == 6 and 0 <= pair['no_face_rate'] <= 1
         assert set(pair['mouth']) >= {'r', 'ratio', 'driver_std', 'output_std', 'exercised', 'passed'}
-    assert 'AKD' in proc.stdout and 'pairs pass' in proc.stdout
+        assert pair['shape']['frames'] == 6 and pair['shape']['output_mean'] >= 0
+    assert set(transfer['shape']) == {'pairs_exercised', 'ratio_median'}
+    assert 'AKD' in proc.stdout and 'pairs pass' in proc.stdout and 'transfer face shape' in proc.stdout
 
 
 def test_cli_evaluate_bad_input_is_a_clear_error(tmp_path, capsys):

@@ -6,7 +6,8 @@ the rebuilt frames (the paper's face metric), with L1 and both scores' static ba
 Reconstruction also scores the same person's mouth and eye opening (r and amplitude ratio, as transfer does):
 what the generator renders at all. Transfer: every avatar animated by every clip (relative, adapt-scale, anchored
 on the first frame); per pair the Pearson correlation and amplitude ratio of mouth and eye opening between driver
-and output, how often the output has no face, and medians over pairs. Defaults: the bundled model,
+and output, how often the output has no face, and medians over pairs; and the ratio of the output's change of face
+shape to the driver's (distortion shows as > 1; reported, not a criterion). Defaults: the bundled model,
 ../shared's test clips and avatars. Needs the landmark model once: python -m fomm_model.evaluation.landmarks --fetch
 """
 from __future__ import annotations
@@ -196,6 +197,9 @@ def _print(summary: dict, json_path: Path | None) -> None:
         s = tr[name]
         print(f"transfer {name}: median r {_fmt(s['r_median'], '.2f')}, median amplitude ratio "
               f"{_fmt(s['ratio_median'], '.2f')} over {s['pairs_exercised']} pairs that move it")
+    shape = tr['shape']
+    print(f"transfer face shape: median ratio {_fmt(shape['ratio_median'], '.2f')} of the driver's change over "
+          f"{shape['pairs_exercised']} pairs whose driver changes it (~1 follows, >1 distorts; reported only)")
     print(f"transfer: {tr['pairs_passed']}/{tr['pairs']} pairs pass, median no-face rate "
           f"{100 * (tr['no_face_rate_median'] or 0):.1f}%, overall {'PASS' if tr['passed'] else 'FAIL'}"
           + (f' -> {json_path}' if json_path else '') + f" ({summary['seconds']} s)")

@@ -42,6 +42,14 @@ RIGHT_EYE_OUTER, LEFT_EYE_OUTER = 33, 263
 INNER_LIP_PAIRS = ((81, 178), (82, 87), (13, 14), (312, 317), (311, 402))   # (upper, lower), centre 3 +-1
 RIGHT_EYE_LID_PAIRS = ((160, 144), (159, 145), (158, 153))                  # (upper lid, lower lid)
 LEFT_EYE_LID_PAIRS = ((387, 373), (386, 374), (385, 380))
+# Points that expressions hardly move: the face outline from the cheekbones up, the nose's ridge and tip, the eyes'
+# corners (not the lids, not the mouth, not the jaw, which drops as the mouth opens). How far they leave their
+# first-frame layout, beyond a similarity, is the face's change of shape: a head turning out of the image plane, or
+# a generated face folding.
+UPPER_FACE_OUTLINE = (234, 127, 162, 21, 54, 103, 67, 109, 10, 338, 297, 332, 284, 251, 389, 356, 454)
+NOSE_RIDGE = (168, 6, 197, 195, 5, 4, 1)
+EYE_CORNERS = (33, 133, 362, 263)
+SHAPE_POINTS = UPPER_FACE_OUTLINE + NOSE_RIDGE + EYE_CORNERS
 
 
 class LandmarkerUnavailable(RuntimeError):
@@ -223,6 +231,14 @@ def eye_opening(points: np.ndarray) -> float:
     """Mean lid gap of both eyes (three pairs each), in inter-ocular distances."""
     gap = (_mean_gap(points, RIGHT_EYE_LID_PAIRS) + _mean_gap(points, LEFT_EYE_LID_PAIRS)) / 2
     return gap / inter_ocular(points)
+
+
+def shape_change(points: np.ndarray, reference: np.ndarray) -> float:
+    """How far :data:`SHAPE_POINTS` moved from the reference frame's layout beyond a similarity (head turn in the
+    image plane, scale, shift): RMS residual after the least-squares similarity, in the reference's inter-ocular
+    distances."""
+    from .metrics import similarity_residual
+    return similarity_residual(points[list(SHAPE_POINTS)], reference[list(SHAPE_POINTS)]) / inter_ocular(reference)
 
 
 def _main(argv: list[str] | None = None) -> int:

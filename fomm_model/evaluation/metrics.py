@@ -8,6 +8,11 @@ Transfer is judged per facial signal (mouth opening, eye opening) over a clip: t
 whether the output moves *when* the driver moves, the amplitude ratio (std of output / std of driver) says
 whether it moves *as much*. Correlation alone would pass an output that moves 1% as far; amplitude alone would
 pass one that moves at random.
+
+Both reward an output whose whole face stretches and folds, since its lips and lids part with it. The shape ratio
+(mean non-rigid change of the output's face / the driver's) says how far the output's face changes shape against
+how far the driver's did: about 1 when it turns and moves as the driver does, 0 when it is still, well above 1
+when it distorts.
 """
 from __future__ import annotations
 
@@ -95,14 +100,19 @@ class SignalScore:
         return asdict(self)
 
 
-def score_signal(driver: Sequence[float], output: Sequence[float], min_driver_std: float) -> SignalScore:
-    """Correlation and amplitude ratio over frames where both values are known (NaN = no face that frame)."""
+def _known_in_both(driver: Sequence[float], output: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """The values of the frames where both series are known (NaN = no face that frame)."""
     d, o = np.asarray(driver, dtype=np.float64), np.asarray(output, dtype=np.float64)
     if d.shape != o.shape or d.ndim != 1:
-        raise ValueError(f'driver and output signals must be equally long 1-D series, got {d.shape} and {o.shape}')
+        raise ValueError(f'driver and output series must be equally long and 1-D, got {d.shape} and {o.shape}')
     both = np.isfinite(d) & np.isfinite(o)
-    d, o = d[both], o[both]
-    n = int(both.sum())
+    return d[both], o[both]
+
+
+def score_signal(driver: Sequence[float], output: Sequence[float], min_driver_std: float) -> SignalScore:
+    """Correlation and amplitude ratio over frames where both values are known (NaN = no face that frame)."""
+    d, o = _known_in_both(driver, output)
+    n = d.size
     if n < MIN_FRAMES:
         return SignalScore(None, None, None, None, n, False, None)
     r, ratio = pearson(d, o), amplitude_ratio(d, o)
@@ -112,6 +122,49 @@ def score_signal(driver: Sequence[float], output: Sequence[float], min_driver_st
         passed = (r is not None and r >= MIN_CORRELATION and ratio is not None
                   and AMPLITUDE_RANGE[0] <= ratio <= AMPLITUDE_RANGE[1])
     return SignalScore(r, ratio, float(np.std(d)), float(np.std(o)), n, exercised, passed)
+
+
+def similarity_residual(points: np.ndarray, reference: np.ndarray) -> float:
+    """RMS distance between ``reference`` (N, 2) and ``points`` (N, 2) mapped onto it by the least-squares
+    similarity (Umeyama: rotation, uniform scale, shift; no reflection): what no head pose in the image plane
+    explains."""
+    p, q = np.asarray(points, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    if p.shape != q.shape or p.ndim != 2 or p.shape[1] != 2:
+        raise ValueError(f'point arrays must have the same (N, 2) shape, got {p.shape} and {q.shape}')
+    p0, q0 = p - p.mean(0), q - q.mean(0)
+    u, sv, vt = np.linalg.svd(q0.T @ p0)
+    flip = np.diag([1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
+    rotation = u @ flip @ vt
+    scale = float((sv * np.diag(flip)).sum() / max((p0 ** 2).sum(), 1e-12))
+    aligned = scale * p0 @ rotation.T
+    return float(np.sqrt(((aligned - q0) ** 2).sum(1).mean()))
+
+
+@dataclass
+class ShapeScore:
+    """How much the output's face changed shape against the driver's, over the frames both have a face.
+
+    ``ratio`` = mean output change / mean driver change; ``exercised``: the driver's face changed shape enough
+    (mean >= the threshold) for the ratio to mean something; landmark jitter alone stays below it.
+    """
+    ratio: float | None
+    driver_mean: float | None
+    output_mean: float | None
+    frames: int
+    exercised: bool
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def score_shape(driver: Sequence[float], output: Sequence[float], min_driver_mean: float) -> ShapeScore:
+    """Shape ratio over frames where both changes are known (NaN = no face that frame)."""
+    d, o = _known_in_both(driver, output)
+    n = d.size
+    if n < MIN_FRAMES:
+        return ShapeScore(None, None, None, n, False)
+    d_mean, o_mean = float(d.mean()), float(o.mean())
+    return ShapeScore(o_mean / d_mean if d_mean > 0 else None, d_mean, o_mean, n, d_mean >= min_driver_mean)
 
 
 def median(values: Iterable[float | None]) -> float | None:

@@ -3,7 +3,8 @@
 Each (avatar, driving clip) pair is animated as ``fomm animate --relative --adapt_scale`` does, anchored on the
 first driving frame; mouth and eye opening are measured per frame on the driver and on the output and scored
 with :func:`~fomm_model.evaluation.metrics.score_signal`. An avatar that does not move scores an amplitude
-ratio of ~0 and fails, whatever the correlation.
+ratio of ~0 and fails, whatever the correlation. The face's change of shape (from each clip's first frame with a
+face) is compared too (:func:`~fomm_model.evaluation.metrics.score_shape`): reported, not a pass criterion.
 """
 from __future__ import annotations
 
@@ -13,13 +14,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..animation import Animator
-from .landmarks import FaceLandmarker, eye_opening, mouth_opening
-from .metrics import AMPLITUDE_RANGE, MAX_NO_FACE_RATE, MIN_CORRELATION, SignalScore, median, score_signal
+from .landmarks import FaceLandmarker, eye_opening, mouth_opening, shape_change
+from .metrics import (AMPLITUDE_RANGE, MAX_NO_FACE_RATE, MIN_CORRELATION, ShapeScore, SignalScore, median,
+                      score_shape, score_signal)
 
 SIGNALS = ('mouth', 'eyes')
 # Below these driver stds (in inter-ocular distances) a signal is "not exercised" by the clip. Measured on the
 # shared test clips at 128 px: speaking mouths move 0.018-0.068, blinking eyes 0.008-0.022, still eyes 0.002-0.003.
 MIN_DRIVER_STD = {'mouth': 0.015, 'eyes': 0.006}
+# Below this mean change of shape (inter-ocular distances) the driver's face is too still for a shape ratio: measured
+# on the shared test clips at 128 px, the GRID speakers 0.008-0.010 (landmark jitter), the others 0.016-0.065
+# (0.016-0.051 over their first 60 frames).
+MIN_DRIVER_SHAPE = 0.013
 
 
 def animate_clip(animator: Animator, source: np.ndarray, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -31,10 +37,12 @@ def animate_clip(animator: Animator, source: np.ndarray, frames: Sequence[np.nda
 
 @dataclass
 class ClipMeasures:
-    """Per-frame landmarks and facial signals of one clip (NaN / None where no face was found)."""
+    """Per-frame landmarks and facial signals of one clip (NaN / None where no face was found); ``shape`` is the
+    face's change of shape from the clip's first frame with a face."""
     landmarks: list[np.ndarray | None]
     mouth: np.ndarray
     eyes: np.ndarray
+    shape: np.ndarray
 
     @property
     def no_face_rate(self) -> float:
@@ -45,11 +53,18 @@ class ClipMeasures:
 
 
 def measure_clip(landmarker: FaceLandmarker, frames: Sequence[np.ndarray]) -> ClipMeasures:
-    """Landmarks, mouth opening and eye opening of every frame."""
-    landmarks = [landmarker.detect(frame) for frame in frames]
+    """Landmarks, mouth opening, eye opening and change of shape of every frame."""
+    return clip_measures([landmarker.detect(frame) for frame in frames])
+
+
+def clip_measures(landmarks: Sequence[np.ndarray | None]) -> ClipMeasures:
+    """The signals of a clip from its per-frame landmarks (None = no face)."""
+    landmarks = list(landmarks)
+    reference = next((p for p in landmarks if p is not None), None)
     mouth = np.array([np.nan if p is None else mouth_opening(p) for p in landmarks])
     eyes = np.array([np.nan if p is None else eye_opening(p) for p in landmarks])
-    return ClipMeasures(landmarks, mouth, eyes)
+    shape = np.array([np.nan if p is None else shape_change(p, reference) for p in landmarks])
+    return ClipMeasures(landmarks, mouth, eyes, shape)
 
 
 @dataclass
@@ -60,6 +75,7 @@ class PairScore:
     frames: int
     no_face_rate: float
     signals: dict[str, SignalScore]
+    shape: ShapeScore
 
     @property
     def passed(self) -> bool:
@@ -70,7 +86,7 @@ class PairScore:
     def as_dict(self) -> dict:
         return {'avatar': self.avatar, 'video': self.video, 'frames': self.frames,
                 'no_face_rate': self.no_face_rate, 'passed': self.passed,
-                **{name: score.as_dict() for name, score in self.signals.items()}}
+                **{name: score.as_dict() for name, score in self.signals.items()}, 'shape': self.shape.as_dict()}
 
 
 def score_pair(driver: ClipMeasures, output: ClipMeasures, avatar: str = '', video: str = '') -> PairScore:
@@ -80,7 +96,8 @@ def score_pair(driver: ClipMeasures, output: ClipMeasures, avatar: str = '', vid
                          f'{len(output.landmarks)} frames)')
     signals = {name: score_signal(driver.signal(name), output.signal(name), MIN_DRIVER_STD[name])
                for name in SIGNALS}
-    return PairScore(avatar, video, len(output.landmarks), output.no_face_rate, signals)
+    shape = score_shape(driver.shape, output.shape, MIN_DRIVER_SHAPE)
+    return PairScore(avatar, video, len(output.landmarks), output.no_face_rate, signals, shape)
 
 
 def signal_medians(scores: Sequence[SignalScore]) -> tuple[int, float | None, float | None]:
@@ -105,6 +122,8 @@ def summarize(pairs: Sequence[PairScore]) -> dict:
         if used:
             verdicts.append(r is not None and r >= MIN_CORRELATION and ratio is not None
                             and AMPLITUDE_RANGE[0] <= ratio <= AMPLITUDE_RANGE[1])
+    shaped = [p.shape for p in pairs if p.shape.exercised]
+    out['shape'] = {'pairs_exercised': len(shaped), 'ratio_median': median(s.ratio for s in shaped)}
     no_face = out['no_face_rate_median']
     out['passed'] = bool(verdicts) and all(verdicts) and no_face is not None and no_face <= MAX_NO_FACE_RATE
     return out
