@@ -184,10 +184,11 @@ def test_the_command_line_says_what_is_missing(tmp_path, capsys):
     assert 'no train/ folder' in capsys.readouterr().err
 
 
-@pytest.mark.parametrize('name', ['face-128-v5', 'docs/experiments/face-128-v4-cross-reader-x3.yaml'])
+@pytest.mark.parametrize('name', ['face-128-v5', 'docs/experiments/face-128-v4-cross-reader-x3.yaml',
+                                  'docs/experiments/face-128-v5-continued.yaml'])
 def test_the_configs_set_the_loss_up(name, reader_checkpoint):
-    """The default model's recipe and the recorded second-stage probe build their training losses (with a reader
-    from here)."""
+    """The default model's recipe and the recorded probes that continue it build their training losses (with a
+    reader from here)."""
     from fomm_model import load_config
     config = load_config(REPO / name if name.endswith('.yaml') else name)
     assert config['train_params']['mouth_reader'] == 'runs/mouth-reader/reader.pth'
