@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..face_detection import FaceDetector, FaceDetectorUnavailable
+from .metrics import similarity_residual
 
 MODEL_NAME = 'face_landmark.tflite'
 MODEL_ENV = 'FOMM_FACE_LANDMARK_MODEL'
@@ -237,7 +238,6 @@ def shape_change(points: np.ndarray, reference: np.ndarray) -> float:
     """How far :data:`SHAPE_POINTS` moved from the reference frame's layout beyond a similarity (head turn in the
     image plane, scale, shift): RMS residual after the least-squares similarity, in the reference's inter-ocular
     distances."""
-    from .metrics import similarity_residual
     return similarity_residual(points[list(SHAPE_POINTS)], reference[list(SHAPE_POINTS)]) / inter_ocular(reference)
 
 
