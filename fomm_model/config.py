@@ -44,13 +44,14 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     if path.is_file():
         return path
     name = path.name[:-5] if path.name.endswith('.yaml') else path.name
-    shipped = resources.files(CONFIG_PACKAGE) / f'{name}.yaml'
-    if str(path) in (name, name + '.yaml') and not shipped.is_file() and name in RETIRED_CONFIGS:
-        log.warning("config '%s' was retired (its recipe: docs/experiments/%s.yaml); loading %s, which builds the "
-                    "same networks", name, name, RETIRED_CONFIGS[name])
-        shipped = resources.files(CONFIG_PACKAGE) / f'{RETIRED_CONFIGS[name]}.yaml'
-    if str(path) in (name, name + '.yaml') and shipped.is_file():
-        return Path(str(shipped))
+    if str(path) in (name, name + '.yaml'):
+        if name in RETIRED_CONFIGS:
+            log.warning("config '%s' was retired (its recipe: docs/experiments/%s.yaml); loading %s, which builds "
+                        "the same networks", name, name, RETIRED_CONFIGS[name])
+            name = RETIRED_CONFIGS[name]
+        shipped = resources.files(CONFIG_PACKAGE) / f'{name}.yaml'
+        if shipped.is_file():
+            return Path(str(shipped))
     raise ConfigError(f"config '{name_or_path}' not found: give a YAML file path or one of the shipped "
                       f"configs: {', '.join(available_configs())}")
 
