@@ -82,8 +82,9 @@ def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def load_avatar(image: np.ndarray | str | Path, size: tuple[int, int], detector=None,
-                keep_full_image: bool = False, scale: float = 2.0, shift_down: float = 0.1) -> AvatarInfo:
-    """An avatar at the model size, cropped around its face (framed like the training crops).
+                keep_full_image: bool = False) -> AvatarInfo:
+    """An avatar at the model size, cropped around its face (framed like the training clips:
+    ``fomm_model.face_detection.FACE_FRAMING``).
 
     No face found (or no detector): the centre square is used and ``warning`` says so;
     ``keep_full_image`` skips the face crop and pads the whole image to a square instead.
@@ -109,16 +110,12 @@ def load_avatar(image: np.ndarray | str | Path, size: tuple[int, int], detector=
         h, w = rgb.shape[:2]
     if keep_full_image:
         return AvatarInfo(_resize(_square_pad(rgb), size), face_found=False, warning=None, name=name)
-    faces = []
+    square = None
     if detector is not None:
-        from fomm_model.face_detection import square_box
-        longest = max(h, w)
-        factor = longest / 640 if longest > 640 else 1.0
-        small = cv2.resize(rgb, (round(w / factor), round(h / factor)), interpolation=cv2.INTER_AREA) \
-            if factor != 1.0 else rgb
-        faces = [f.scaled(factor) for f in detector.detect(small)]
-    if faces:
-        x0, y0, side = square_box(faces[0], rgb.shape, scale=scale, shift_down=shift_down)
+        from fomm_model.face_detection import face_square
+        square = face_square(detector, rgb)
+    if square is not None:
+        x0, y0, side = square
         crop = rgb[y0:y0 + side, x0:x0 + side]
         return AvatarInfo(_resize(crop, size), True, None, (x0, y0, x0 + side, y0 + side), name, rgb)
     why = 'no face found in the avatar' if detector is not None else 'face detector unavailable'

@@ -1,9 +1,9 @@
 """Face crop for the driving video: detect, frame like the training crops, smooth, hold when lost.
 
-The crop is a square around the face (``fomm_model.face_detection.square_box`` framing: side = 2 x face width,
-centre shifted down), smoothed with One-Euro filters on centre and size so a still face gives a still crop
-while movement is followed. At calibration the size is locked (the model's keypoints are relative to the crop,
-so a changing crop size would read as the face growing or shrinking).
+The crop is a square around the face, framed like the model's training clips
+(``fomm_model.face_detection.FACE_FRAMING``), smoothed with One-Euro filters on centre and size so a still face
+gives a still crop while movement is followed. At calibration the size is locked (the model's keypoints are
+relative to the crop, so a changing crop size would read as the face growing or shrinking).
 """
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+
+from fomm_model.face_detection import FACE_FRAMING, Framing
 
 from .detection_worker import DetectionWorker
 from .one_euro import OneEuroFilter
@@ -51,7 +53,7 @@ class FaceCropper:
 
     def __init__(self, size: tuple[int, int], detector=None, *, detect_every: int = 1,
                  detect_every_still: int | None = None, motion_threshold: float = 0.06, detect_max_side: int = 256,
-                 scale: float = 2.0, shift_down: float = 0.1, min_cutoff: float = 0.5, beta: float = 4.0,
+                 framing: Framing = FACE_FRAMING, min_cutoff: float = 0.5, beta: float = 4.0,
                  asynchronous: bool = False):
         if detect_every < 1:
             raise ValueError('detect_every must be >= 1')
@@ -61,8 +63,7 @@ class FaceCropper:
         self.detect_every_still = max(detect_every, detect_every_still or 10 * detect_every)
         self.motion_threshold = motion_threshold  # keypoint centroid shift, in [-1, 1] crop units
         self.detect_max_side = detect_max_side
-        self.scale = scale
-        self.shift_down = shift_down
+        self.framing = framing
         # centre and size in units of the frame's shorter side, so the tuning does not depend on resolution
         self._filter = OneEuroFilter(min_cutoff=min_cutoff, beta=beta, d_cutoff=1.0)
         self._locked_side: float | None = None
@@ -122,12 +123,8 @@ class FaceCropper:
         faces = self.detector.detect(image)
         if not faces:
             return None
-        f = faces[0]
         short = float(min(h, w))
-        cx = (f.x0 + f.x1) / 2.0 * factor
-        cy = ((f.y0 + f.y1) / 2.0 + self.shift_down * (f.y1 - f.y0)) * factor
-        side = max(f.x1 - f.x0, 1.0) * self.scale * factor
-        return np.array([cx / short, cy / short, side / short])
+        return np.array(self.framing.square(faces[0].scaled(factor))) / short
 
     def box_for(self, state: np.ndarray, frame_shape: tuple[int, ...], zoom: float = 1.0,
                 offset: tuple[float, float] = (0.0, 0.0)) -> tuple[int, int, int, int]:

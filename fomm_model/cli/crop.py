@@ -16,7 +16,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from . import CliError
-from ..face_detection import FaceBox, FaceDetector, FaceDetectorUnavailable, square_box
+from ..face_detection import FACE_FRAMING, FaceBox, FaceDetector, FaceDetectorUnavailable, square_box
 from ..output_paths import check_not_input, check_output_dir
 from ..video_io import iter_video, resize_image, video_fps, write_video
 
@@ -45,8 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="minimum IoU of a box with its tube's first box")
     parser.add_argument('--min_confidence', type=float, default=0.5, help='face detector score threshold')
     parser.add_argument('--training_framing', action='store_true',
-                        help='instead of --increase, frame like the training clips and the live app: a square of '
-                             '2x the face width, centre moved down by 0.1 face height (face_detection.square_box)')
+                        help='instead of --increase, frame like the bundled model\'s training clips and the live app: '
+                             f'a square of {FACE_FRAMING.scale} face widths, centre {-FACE_FRAMING.shift_down} face '
+                             'heights above the face box\'s (face_detection.FACE_FRAMING)')
 
 
 def _shape(text: str) -> tuple[int, int]:
