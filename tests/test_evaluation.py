@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 from helpers import SHARED, fomm, load_bundled
@@ -222,6 +223,8 @@ def test_cli_evaluate_writes_json(tmp_path):
     (data / TALKING.name).symlink_to(TALKING)
     for name in ('mona_lisa.png', 'einstein.png'):
         (avatars / name).symlink_to(SHARED / 'data/avatars' / name)
+    gradient = np.linspace(0, 255, 200 * 300 * 3).reshape(200, 300, 3).astype(np.uint8)
+    iio.imwrite(avatars / 'no_face.png', gradient)
     out = tmp_path / 'scores.json'
     proc = fomm('evaluate', '--data', data, '--avatars', avatars, '--max_frames', 6, '--cpu', '--json', out,
                 timeout=300)
@@ -234,9 +237,18 @@ def test_cli_evaluate_writes_json(tmp_path):
     for name in ('mouth', 'eyes'):  # the same person's signals, per clip and as medians
         assert set(rec['videos'][0][name]) >= {'r', 'ratio', 'exercised'} and rec[name]['clips_exercised'] <= 1
     assert 'reconstruction mouth (same person)' in proc.stdout
-    assert transfer['pairs'] == 2 and {p['avatar'] for p in transfer['pair_scores']} == {'mona_lisa.png',
-                                                                                         'einstein.png'}
+    assert transfer['pairs'] == 3 and {p['avatar'] for p in transfer['pair_scores']} == {
+        'mona_lisa.png', 'einstein.png', 'no_face.png'}
+    # the avatars are cropped around their faces as the live app crops them; one without a face is used whole
+    crops = scores['avatar_crops']
+    assert crops['no_face.png'] is None and 'no_face.png: no face found' in proc.stderr
+    for name in ('mona_lisa.png', 'einstein.png'):
+        x0, y0, side = crops[name]
+        assert 0 <= x0 and 0 <= y0 and x0 + side <= 512 and y0 + side <= 512 and 300 < side < 512
     for pair in transfer['pair_scores']:
+        if pair['avatar'] == 'no_face.png':
+            assert pair['no_face_rate'] == 1 and pair['shape']['frames'] == 0
+            continue
         assert pair['frames'] == 6 and 0 <= pair['no_face_rate'] <= 1
         assert set(pair['mouth']) >= {'r', 'ratio', 'driver_std', 'output_std', 'exercised', 'passed'}
         assert pair['shape']['frames'] == 6 and pair['shape']['output_mean'] >= 0

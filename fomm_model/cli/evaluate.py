@@ -4,17 +4,19 @@ Reconstruction: every test clip rebuilt from its first frame (absolute keypoints
 AKD = mean distance in pixels, at the model's frame size, between MediaPipe Face Mesh landmarks of the real and
 the rebuilt frames (the paper's face metric), with L1 and both scores' static baselines (first frame repeated).
 Reconstruction also scores the same person's mouth and eye opening (r and amplitude ratio, as transfer does):
-what the generator renders at all. Transfer: every avatar animated by every clip (relative, adapt-scale, anchored
-on the first frame); per pair the Pearson correlation and amplitude ratio of mouth and eye opening between driver
-and output, how often the output has no face, and medians over pairs; and the ratio of the output's change of face
-shape to the driver's (distortion shows as > 1; reported, not a criterion). Defaults: the bundled model,
-../shared's test clips and avatars. Needs the landmark model once: python -m fomm_model.evaluation.landmarks --fetch
+what the generator renders at all. Transfer: every avatar, cropped around its face as the live app crops it,
+animated by every clip (relative, adapt-scale, anchored on the first frame); per pair the Pearson correlation and
+amplitude ratio of mouth and eye opening between driver and output, how often the output has no face, and medians
+over pairs; and the ratio of the output's change of face shape to the driver's (distortion shows as > 1; reported,
+not a criterion). Defaults: the bundled model, ../shared's test clips and avatars. Needs the landmark model once:
+python -m fomm_model.evaluation.landmarks --fetch
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -47,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--data', default=None, help='folder of driving / test videos (its test/ subfolder if '
                                                      'present; default: ../shared/data/faces/test)')
     parser.add_argument('--avatars', default=None, help='folder of avatar images (default: ../shared/data/avatars)')
+    parser.add_argument('--whole_avatars', action='store_true',
+                        help='animate each avatar image whole, resized to the model size, instead of cropped around '
+                             'its face as the live app does (how transfer was scored before 2026-12-03)')
     parser.add_argument('--json', default=None, help='write the scores here (else only printed)')
     parser.add_argument('--max_frames', type=int, default=None,
                         help=f'use at most N frames per video (>= {MIN_FRAMES})')
@@ -62,13 +67,32 @@ def _default_dir(given: str | None, relative: str, option: str) -> Path:
     return path
 
 
-def _avatars(folder: Path, size: tuple[int, int]) -> dict[str, np.ndarray]:
+def _avatars(folder: Path, size: tuple[int, int], whole: bool) -> tuple[dict[str, np.ndarray], dict[str, list | None]]:
+    """The avatars at the model size, each cropped around its face as the live app crops it (unless ``whole``),
+    and the crop ``[x0, y0, side]`` of each (None: the whole image)."""
     if not folder.is_dir():
         raise CliError(f'avatar folder not found: {folder}')
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
         raise CliError(f'no avatar images in {folder} (expected {", ".join(IMAGE_EXTENSIONS)})')
-    return {p.name: resize_image(read_image(p), size) for p in files}
+    images = {p.name: read_image(p) for p in files}
+    squares: dict[str, list | None] = dict.fromkeys(images)
+    if not whole:
+        from ..face_detection import FaceDetector, FaceDetectorUnavailable, face_square
+        try:
+            detector = FaceDetector(min_confidence=0.3)  # as the live app's avatar loader
+        except FaceDetectorUnavailable as exc:
+            raise CliError(f'{exc} (or pass --whole_avatars to animate the avatars uncropped)') from None
+        with detector:
+            for name, image in images.items():
+                square = face_square(detector, image)
+                if square is None:
+                    print(f'{name}: no face found; animating the whole image', file=sys.stderr)
+                else:
+                    x0, y0, side = square
+                    images[name] = image[y0:y0 + side, x0:x0 + side]
+                    squares[name] = [x0, y0, side]
+    return {name: resize_image(image, size) for name, image in images.items()}, squares
 
 
 def _landmarker():
@@ -137,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     size = frame_size(config)
     videos = find_videos(_default_dir(args.data, 'data/faces/test', '--data'))
     avatar_dir = _default_dir(args.avatars, 'data/avatars', '--avatars')
-    avatars = _avatars(avatar_dir, size)
+    avatars, avatar_crops = _avatars(avatar_dir, size, args.whole_avatars)
     landmarker = _landmarker()
     from ..evaluation.transfer import animate_clip, measure_clip, score_pair, summarize
 
@@ -166,7 +190,8 @@ def run(args: argparse.Namespace) -> int:
     transfer['pair_scores'] = [p.as_dict() for p in pairs]
     summary = {
         'config': str(getattr(config, 'source', config_name)), 'checkpoint': str(checkpoint),
-        'data': str(videos[0].parent), 'avatars': str(avatar_dir), 'frame_size': list(size),
+        'data': str(videos[0].parent), 'avatars': str(avatar_dir), 'avatar_crops': avatar_crops,
+        'frame_size': list(size),
         'max_frames': args.max_frames,
         'landmarks': 'MediaPipe Face Mesh (face_landmark.tflite, 468 points) on LiteRT; AKD in pixels at frame_size',
         'reconstruction': _summarize_reconstruction(reconstruction), 'transfer': transfer,
