@@ -180,8 +180,8 @@ class Framing:
 # driver. ``python -m fomm_model.face_detection --measure-framing ../shared/data/faces/train``: median over the 61
 # identities of each one's median, 1.85 face widths, centre 0.14 face heights above the face box's (10-90% of
 # identities 1.65-2.38 and 0.30-0.02 above); the 7 held-out clips 1.90 and 0.19 above. The 2.0 / 0.1 below used
-# until 2026-12-03 put faces about 0.25 face heights higher in the crop than the model had seen them, which halved
-# how closely an avatar's mouth followed the driver in the app (model card, "Framing").
+# until 2026-12-03 put faces about 0.25 face heights higher in the crop than the model had seen them, which cut
+# how closely an avatar's mouth followed the driver in the app by 40% (model card, "Framing").
 FACE_FRAMING = Framing(scale=1.9, shift_down=-0.15)
 
 
@@ -217,16 +217,16 @@ def face_square(detector: FaceDetector, rgb: np.ndarray, max_side: int = 640) ->
 
 
 def clip_framing(detector: FaceDetector, frame: np.ndarray) -> Framing | None:
-    """The framing of a face-cropped clip's frame: the whole frame as a square around its face. The frame is
-    padded by half its size (edge pixels repeated) first, since a training crop often cuts the chin or the hair
-    and the detector needs to see the face whole."""
+    """The framing of a square face-cropped clip's frame (None if not square or no face): the whole frame as a
+    square around its face. The frame is padded by half its size (edge pixels repeated) first, since a training
+    crop often cuts the chin or the hair and the detector needs to see the face whole."""
     import cv2
     h, w = frame.shape[:2]
-    pad = max(h, w) // 2
-    faces = detector.detect(cv2.copyMakeBorder(frame, pad, pad, pad, pad, cv2.BORDER_REPLICATE))
-    if not faces or h != w:
+    if h != w:
         return None
-    return Framing.of_crop(faces[0], pad, pad, w)
+    pad = w // 2
+    faces = detector.detect(cv2.copyMakeBorder(frame, pad, pad, pad, pad, cv2.BORDER_REPLICATE))
+    return Framing.of_crop(faces[0], pad, pad, w) if faces else None
 
 
 def measure_framing(detector: FaceDetector, clips: list[Path], frames: tuple[int, ...] = (0, 20)) -> dict:

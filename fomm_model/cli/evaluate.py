@@ -67,7 +67,8 @@ def _default_dir(given: str | None, relative: str, option: str) -> Path:
     return path
 
 
-def _avatars(folder: Path, size: tuple[int, int], whole: bool) -> tuple[dict[str, np.ndarray], dict[str, list | None]]:
+def _avatars(folder: Path, size: tuple[int, int],
+             whole: bool) -> tuple[dict[str, np.ndarray], dict[str, list | None]]:
     """The avatars at the model size, each cropped around its face as the live app crops it (unless ``whole``),
     and the crop ``[x0, y0, side]`` of each (None: the whole image)."""
     if not folder.is_dir():
