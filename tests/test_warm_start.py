@@ -62,7 +62,8 @@ def test_grown_model_computes_what_the_old_one_did(frames):
 
 def test_shrinking_or_other_widths_are_refused(frames, reference_dir):
     small = build_models(load_config('face-128'), with_discriminator=False)
-    with pytest.raises(WarmStartError, match='only the keypoint count and scale factors may differ'):
+    with pytest.raises(WarmStartError, match='only the keypoint count and scale factors may differ, and the '
+                                             'generator may have fewer bottleneck blocks'):
         warm_start(small, reference_dir / 'tiny-128-checkpoint.pth.tar', frames)
 
 
@@ -83,3 +84,24 @@ def test_a_finer_dense_motion_grid_starts_from_the_same_weights(frames):
     # face-128-v4: 0.051; the same networks untrained: 0.12)
     diff = (predict(new, frames) - predict(old, frames)).abs().mean()
     assert 0 < diff < 0.07
+
+
+def test_a_shallower_generator_keeps_the_first_bottleneck_blocks(frames):
+    """6 -> 3 bottleneck blocks (a faster model to fine-tune): blocks r0-r2 and every other weight are the
+    checkpoint's; a deeper generator than the checkpoint's is refused (its extra blocks would start untrained)."""
+    old = load_bundled(with_discriminator=False)
+    config = bundled_config()
+    config['model_params']['generator_params']['num_bottleneck_blocks'] = 3
+    new = build_models(config, with_discriminator=False)
+    summary = warm_start(new, default_checkpoint_path(), frames)
+    assert summary['dropped_bottleneck_blocks'] == ['r3', 'r4', 'r5']
+    old_state, new_state = old.generator.state_dict(), new.generator.state_dict()
+    assert set(new_state) == {k for k in old_state if not k.startswith(('bottleneck.r3', 'bottleneck.r4',
+                                                                       'bottleneck.r5'))}
+    for k, v in new_state.items():
+        torch.testing.assert_close(v, old_state[k].to(v.dtype), msg=k)
+    out = predict(new, frames)
+    assert torch.isfinite(out).all() and 0 < (out - predict(old, frames)).abs().mean() < 0.5
+    config['model_params']['generator_params']['num_bottleneck_blocks'] = 8
+    with pytest.raises(WarmStartError, match='bottleneck.r6'):
+        warm_start(build_models(config, with_discriminator=False), default_checkpoint_path(), frames)

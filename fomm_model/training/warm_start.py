@@ -8,9 +8,11 @@ lowered by log 2, so the softmax gives the pair the original's share. Training t
 Copies are made of the lowest keypoints in the face (largest mean y on sample frames): mouth and jaw sit
 there, and mouth motion is what a 10-keypoint face model transfers worst.
 
-Besides the keypoint count, only a ``scale_factor`` may differ (the dense motion network or keypoint detector
+Besides the keypoint count, a ``scale_factor`` may differ (the dense motion network or keypoint detector
 working on a finer or coarser copy of the image): the convolutions do not depend on it, and the anti-aliasing
-kernel it fixes is taken from the new config.
+kernel it fixes is taken from the new config. And the generator may have fewer bottleneck blocks (a faster
+model): it keeps the checkpoint's first ones. Each block adds its output to its input, so what is left is still a
+working residual network of the same widths, which fine-tuning adapts.
 """
 from __future__ import annotations
 
@@ -122,6 +124,7 @@ def warm_start(models: Models, path: str | Path, frames: torch.Tensor | None = N
         kp_state = _grow_kp_detector(kp_state, kp_target, copies, gen, noise)
         gen_state = _grow_generator(gen_state, copies, k_old, models.config['model_params']['common_params']
                                     .get('num_channels', 3))
+    gen_state, dropped = _drop_bottleneck_blocks(gen_state, models.generator.state_dict())
     rescaled: list[str] = []
     for name, module, state in (('kp_detector', models.kp_detector, kp_state),
                                 ('generator', models.generator, gen_state)):
@@ -137,7 +140,7 @@ def warm_start(models: Models, path: str | Path, frames: torch.Tensor | None = N
         if bad or missing:
             raise WarmStartError(f'{path}: the {name} weights do not fit this config '
                                  f'({"; ".join((bad + missing)[:4])}): only the keypoint count and scale factors may '
-                                 f'differ')
+                                 f'differ, and the generator may have fewer bottleneck blocks')
         module.load_state_dict({k: v.to(target[k].dtype) for k, v in state.items()})
     disc = 'not loaded'
     if models.discriminator is not None and 'discriminator' in ckpt:
@@ -147,9 +150,19 @@ def warm_start(models: Models, path: str | Path, frames: torch.Tensor | None = N
         except RuntimeError:
             disc = 'does not fit (new keypoint count or widths): trained from scratch'
     summary = {'from': str(path), 'keypoints': f'{k_old} -> {k_new}', 'copied_keypoints': copies,
-               'rescaled': rescaled, 'discriminator': disc}
+               'rescaled': rescaled, 'dropped_bottleneck_blocks': dropped, 'discriminator': disc}
     log.info('warm start: %s', summary)
     return summary
+
+
+def _drop_bottleneck_blocks(state: dict, target: dict) -> tuple[dict, list[str]]:
+    """The generator ``state`` without the bottleneck blocks the ``target`` generator does not have, and their
+    names (``r3``, ...)."""
+    def block(key: str) -> str | None:
+        return key.split('.')[1] if key.startswith('bottleneck.') else None
+    kept = {block(k) for k in target} - {None}
+    dropped = sorted({block(k) for k in state} - {None} - kept, key=lambda b: int(b[1:]))
+    return {k: v for k, v in state.items() if block(k) not in dropped}, dropped
 
 
 def _kp_params(models: Models, num_kp: int) -> dict:
