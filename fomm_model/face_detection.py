@@ -184,6 +184,10 @@ class Framing:
 # how closely an avatar's mouth followed the driver in the app by 40% (model card, "Framing").
 FACE_FRAMING = Framing(scale=1.9, shift_down=-0.15)
 
+# Avatars are stills, often paintings, on which the detector is less sure of a face than on camera frames: the
+# app's avatar loader and `fomm evaluate` accept one from this confidence (the driver's cropper keeps 0.5).
+AVATAR_MIN_CONFIDENCE = 0.3
+
 
 def square_box(face: FaceBox, frame_shape: tuple[int, ...],
                framing: Framing = FACE_FRAMING) -> tuple[int, int, int]:

@@ -408,8 +408,9 @@ class Engine:
     def _set_avatar(self, image: Any, keep_full_image: bool) -> AvatarInfo:
         pipeline = self._ensure_loaded()
         if self._avatar_detector is None and pipeline.cropper.detector is not None:
-            from fomm_model.face_detection import FaceDetector
-            self._avatar_detector = FaceDetector(min_confidence=0.3)  # own instance: the cropper's runs apart
+            from fomm_model.face_detection import AVATAR_MIN_CONFIDENCE, FaceDetector
+            # own instance: the cropper's runs apart
+            self._avatar_detector = FaceDetector(min_confidence=AVATAR_MIN_CONFIDENCE)
             weakref.finalize(self, self._avatar_detector.close)
         info = load_avatar(image, pipeline.animator.size, self._avatar_detector, keep_full_image)
         pipeline.set_avatar(info)

@@ -79,9 +79,9 @@ def _avatars(folder: Path, size: tuple[int, int],
     images = {p.name: read_image(p) for p in files}
     squares: dict[str, list | None] = dict.fromkeys(images)
     if not whole:
-        from ..face_detection import FaceDetector, FaceDetectorUnavailable, face_square
+        from ..face_detection import AVATAR_MIN_CONFIDENCE, FaceDetector, FaceDetectorUnavailable, face_square
         try:
-            detector = FaceDetector(min_confidence=0.3)  # as the live app's avatar loader
+            detector = FaceDetector(min_confidence=AVATAR_MIN_CONFIDENCE)
         except FaceDetectorUnavailable as exc:
             raise CliError(f'{exc} (or pass --whole_avatars to animate the avatars uncropped)') from None
         with detector:
