@@ -187,7 +187,8 @@ def test_the_command_line_says_what_is_missing(tmp_path, capsys):
 @pytest.mark.parametrize('name', ['face-128-v5', 'docs/experiments/face-128-v4-cross-reader-x3.yaml',
                                   'docs/experiments/face-128-v5-continued.yaml',
                                   'docs/experiments/face-128-v5-b3.yaml',
-                                  'docs/experiments/face-128-v5-b3-continued.yaml'])
+                                  'docs/experiments/face-128-v5-b3-continued.yaml',
+                                  'docs/experiments/face-128-v5-b4.yaml'])
 def test_the_configs_set_the_loss_up(name, reader_checkpoint):
     """The default model's recipe and the recorded probes that continue it build their training losses (with a
     reader from here)."""
