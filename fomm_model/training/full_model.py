@@ -8,7 +8,8 @@ by default: ``loss_weights.l1`` adds a pixel L1 term between prediction and driv
 ``loss_weights.mouth_occlusion`` teaches the occlusion map where a mouth opens (:func:`mouth_occlusion_loss`) and
 ``loss_weights.cross_keypoints`` drives each source with another item's motion as the app does and asks the keypoint
 detector to find the named keypoints where they were sent, and ``loss_weights.cross_mouth`` asks a frozen reader
-(``train_params.mouth_reader``) to find that output's lips parted as far as the driver's did (:mod:`.cross_identity`).
+(``train_params.mouth_reader``) to find that output's lips parted as far as the driver's did (:mod:`.cross_identity`),
+and ``loss_weights.distill`` pulls that output towards a frozen teacher's (``train_params.teacher``, :mod:`.teacher`).
 """
 from __future__ import annotations
 
@@ -68,6 +69,7 @@ def loss_weights(train_params: dict) -> dict:
     w.setdefault('mouth_occlusion', 0)
     w.setdefault('cross_keypoints', 0)
     w.setdefault('cross_mouth', 0)
+    w.setdefault('distill', 0)
     return w
 
 
@@ -188,6 +190,22 @@ class GeneratorFullModel(nn.Module):
                 self.mouth_reader = MouthReader.load(train_params['mouth_reader'])
             except FileNotFoundError as exc:
                 raise ValueError(f'train_params.mouth_reader: {exc}') from exc
+        self.teacher = None
+        if self.loss_weights['distill'] != 0:
+            from .teacher import TeacherGenerator
+            try:
+                self.teacher = TeacherGenerator.load(train_params.get('teacher'))
+            except FileNotFoundError as exc:
+                raise ValueError(f'train_params.teacher: {exc}') from exc
+
+    def image_loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Pixel L1 plus the perceptual loss (its weights / 10) between two image batches."""
+        total = torch.abs(prediction - target).mean()
+        if self.vgg is not None:
+            for weight, a, b in zip(self.loss_weights['perceptual'], self.vgg(prediction), self.vgg(target)):
+                if weight:
+                    total = total + weight / 10 * torch.abs(a - b.detach()).mean()
+        return total
 
     def mouth_loss(self, prediction: torch.Tensor, real: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """L1 plus the perceptual loss on crops around the real frame's mouth, over samples where a face was found.
@@ -199,13 +217,7 @@ class GeneratorFullModel(nn.Module):
         real, _ = mouth_crops(real, targets, align_corners=self.align_corners)
         if not known.any():
             return prediction.sum() * 0
-        pred, real = pred[known], real[known]
-        total = torch.abs(pred - real).mean()
-        if self.vgg is not None:
-            for weight, a, b in zip(self.loss_weights['perceptual'], self.vgg(pred), self.vgg(real)):
-                if weight:
-                    total = total + weight / 10 * torch.abs(a - b.detach()).mean()
-        return total
+        return self.image_loss(pred[known], real[known])
 
     def forward(self, x: dict, generator: torch.Generator | None = None) -> tuple[dict, dict]:
         w = self.loss_weights
@@ -250,7 +262,7 @@ class GeneratorFullModel(nn.Module):
             losses['mouth_occlusion'] = w['mouth_occlusion'] * mouth_occlusion_loss(
                 generated['occlusion_logits'], x['source_landmarks'], x['driving_landmarks'])
 
-        if self.cross_keypoints is not None or self.mouth_reader is not None:
+        if self.cross_keypoints is not None or self.mouth_reader is not None or self.teacher is not None:
             self.cross_identity(x, kp_source, kp_driving, generated, losses)
 
         if w['generator_gan'] != 0:
@@ -286,9 +298,9 @@ class GeneratorFullModel(nn.Module):
 
     def cross_identity(self, x: dict, kp_source: dict, kp_driving: dict, generated: dict, losses: dict) -> None:
         """Each source driven by the previous item's motion (its own source frame as the anchor): the keypoint
-        consistency loss and/or the frozen reader's mouth-opening loss, and the adversarial loss on those outputs
-        too, so that the generator meets them with faces rather than with patterns only a reader sees. Adds
-        'cross_prediction' and 'kp_cross' to ``generated`` for the discriminator's update."""
+        consistency loss, the frozen reader's mouth-opening loss and/or the teacher's, and the adversarial loss on
+        those outputs too, so that the generator meets them with faces rather than with patterns only a reader
+        sees. Adds 'cross_prediction' and 'kp_cross' to ``generated`` for the discriminator's update."""
         w = self.loss_weights
         kp_source = detach_kp(kp_source)
         target = cross_targets(kp_source, detach_kp(kp_driving))
@@ -305,6 +317,9 @@ class GeneratorFullModel(nn.Module):
             with torch.no_grad():
                 read_source = reader(x['source'])
             losses['cross_mouth'] = w['cross_mouth'] * mouth_opening_loss(reader(cross), read_source, change, known)
+        if self.teacher is not None:
+            taught = self.teacher.to(cross.device)(x['source'], kp_source, target)
+            losses['distill'] = w['distill'] * self.image_loss(cross.float(), taught)
         if w['generator_gan'] != 0:
             maps = self.discriminator(self.pyramid(cross), kp=target)
             losses['cross_gan'] = generator_gan_loss(maps, self.disc_scales, w['generator_gan'])
