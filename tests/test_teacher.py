@@ -80,9 +80,10 @@ def test_a_weight_without_a_teacher_and_a_missing_teacher_are_clear_errors(faces
         Trainer(TrainOptions(config=config, log_dir=tmp_path / 'b', tensorboard=False, progress=False))
 
 
-def test_the_distillation_probe_has_the_bundled_model_as_its_teacher():
-    """docs/experiments/face-128-v5-b4-distilled.yaml: a 4-block student taught by the 6-block bundled model."""
-    config = load_config(REPO / 'docs/experiments/face-128-v5-b4-distilled.yaml')
+@pytest.mark.parametrize('name', ['face-128-v5-b4-distilled', 'face-128-v5-b4-teacher300'])
+def test_the_distillation_probes_have_the_bundled_model_as_their_teacher(name):
+    """docs/experiments: a 4-block student taught by the 6-block bundled model."""
+    config = load_config(REPO / 'docs/experiments' / f'{name}.yaml')
     tp = config['train_params']
     assert tp['loss_weights']['distill'] > 0 and tp['loss_weights']['cross_mouth'] > 0
     teacher = TeacherGenerator.load({**tp['teacher'], 'checkpoint': str(REPO / tp['teacher']['checkpoint'])})
