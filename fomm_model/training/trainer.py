@@ -38,8 +38,7 @@ CHECKPOINT_GLOB = '*-checkpoint.pth.tar'  # what Trainer.save writes: '<zero-pad
 SHORT = {'perceptual': 'perc', 'equivariance_value': 'eq_val', 'equivariance_jacobian': 'eq_jac',
          'feature_matching': 'fm', 'gen_gan': 'g_gan', 'disc_gan': 'd_gan', 'l1': 'l1', 'landmarks': 'lm',
          'mouth': 'mouth', 'mouth_occlusion': 'm_occ',
-         'cross_keypoints': 'x_kp', 'cross_mouth': 'x_mouth', 'cross_gan': 'x_gan',
-         'distill': 'distill'}
+         'cross_keypoints': 'x_kp', 'cross_mouth': 'x_mouth', 'cross_gan': 'x_gan'}
 
 
 class TrainingError(RuntimeError):
