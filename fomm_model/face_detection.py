@@ -188,6 +188,20 @@ FACE_FRAMING = Framing(scale=1.9, shift_down=-0.15)
 # app's avatar loader and `fomm evaluate` accept one from this confidence (the driver's cropper keeps 0.5).
 AVATAR_MIN_CONFIDENCE = 0.3
 
+# Larger avatars are shrunk to this longer side before their face is looked for: the app keeps the whole image this
+# large for paste-back (a 1080p output needs no more), and `fomm evaluate` must crop where the app crops.
+AVATAR_MAX_SIDE = 1920
+
+
+def limit_avatar_side(image: np.ndarray, max_side: int = AVATAR_MAX_SIDE) -> np.ndarray:
+    """``image`` shrunk by area averaging until its longer side is at most ``max_side``; smaller ones unchanged."""
+    h, w = image.shape[:2]
+    if max(h, w) <= max_side:
+        return image
+    import cv2
+    factor = max_side / max(h, w)
+    return cv2.resize(image, (round(w * factor), round(h * factor)), interpolation=cv2.INTER_AREA)
+
 
 def square_box(face: FaceBox, frame_shape: tuple[int, ...],
                framing: Framing = FACE_FRAMING) -> tuple[int, int, int]:

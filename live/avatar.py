@@ -17,9 +17,6 @@ class AvatarError(ValueError):
     """An avatar image that cannot be used; the message says why."""
 
 
-FULL_IMAGE_MAX_SIDE = 1920  # the whole avatar is kept at most this large for paste-back (a 1080p output)
-
-
 @dataclass
 class AvatarInfo:
     image: np.ndarray                          # model-size RGB, what the model animates
@@ -27,7 +24,7 @@ class AvatarInfo:
     warning: str | None = None
     crop_box: tuple[int, int, int, int] | None = None   # in ``full_image`` (None: the whole image)
     name: str = ''
-    full_image: np.ndarray | None = None       # the whole avatar RGB (at most FULL_IMAGE_MAX_SIDE)
+    full_image: np.ndarray | None = None       # the whole avatar RGB (at most AVATAR_MAX_SIDE)
 
     def compositor(self):
         """Pastes animated face crops back into the whole avatar, or None when there is nothing around the crop
@@ -104,10 +101,9 @@ def load_avatar(image: np.ndarray | str | Path, size: tuple[int, int], detector=
     h, w = rgb.shape[:2]
     if min(h, w) < 16:
         raise AvatarError(f'avatar image is too small ({w}x{h})')
-    if max(h, w) > FULL_IMAGE_MAX_SIDE:
-        factor = FULL_IMAGE_MAX_SIDE / max(h, w)
-        rgb = cv2.resize(rgb, (round(w * factor), round(h * factor)), interpolation=cv2.INTER_AREA)
-        h, w = rgb.shape[:2]
+    from fomm_model.face_detection import limit_avatar_side
+    rgb = limit_avatar_side(rgb)
+    h, w = rgb.shape[:2]
     if keep_full_image:
         return AvatarInfo(_resize(_square_pad(rgb), size), face_found=False, warning=None, name=name)
     square = None

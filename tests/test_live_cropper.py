@@ -283,3 +283,26 @@ def test_avatar_without_face_warns_and_full_image_option(detector):
         load_avatar('/nonexistent/avatar.png', (128, 128), detector)
     with pytest.raises(AvatarError):
         to_rgb(np.zeros((4, 4, 5), np.uint8))
+
+
+def test_large_avatars_are_cropped_where_fomm_evaluate_crops_them(tmp_path):
+    """An avatar beyond AVATAR_MAX_SIDE is shrunk the same way by the app's loader and by `fomm evaluate` before
+    its face is looked for, so the metrics score the crop the app animates."""
+    import cv2
+
+    from fomm_model.cli.evaluate import _avatars
+    from fomm_model.face_detection import AVATAR_MAX_SIDE, AVATAR_MIN_CONFIDENCE, limit_avatar_side
+    from fomm_model.video_io import read_image
+    rgb = read_image(AVATAR)
+    assert limit_avatar_side(rgb) is rgb   # small enough: untouched
+    h, w = rgb.shape[:2]
+    big = cv2.resize(rgb, (round(w * 2600 / max(h, w)), round(h * 2600 / max(h, w))), interpolation=cv2.INTER_CUBIC)
+    assert max(limit_avatar_side(big).shape[:2]) == AVATAR_MAX_SIDE
+    cv2.imwrite(str(tmp_path / 'big.png'), big[:, :, ::-1])
+    with FaceDetector(min_confidence=AVATAR_MIN_CONFIDENCE) as detector:   # as the app's engine loads avatars
+        info = load_avatar(tmp_path / 'big.png', (128, 128), detector)
+    assert info.face_found and max(info.full_image.shape[:2]) == AVATAR_MAX_SIDE
+    images, squares = _avatars(tmp_path, (128, 128), whole=False)
+    x0, y0, side = squares['big.png']
+    assert info.crop_box == (x0, y0, x0 + side, y0 + side)
+    assert np.abs(images['big.png'].astype(int) - info.image.astype(int)).mean() < 2

@@ -70,13 +70,15 @@ def _default_dir(given: str | None, relative: str, option: str) -> Path:
 def _avatars(folder: Path, size: tuple[int, int],
              whole: bool) -> tuple[dict[str, np.ndarray], dict[str, list | None]]:
     """The avatars at the model size, each cropped around its face as the live app crops it (unless ``whole``),
-    and the crop ``[x0, y0, side]`` of each (None: the whole image)."""
+    and the crop ``[x0, y0, side]`` of each (None: the whole image), in the avatar shrunk as the app shrinks it
+    (:data:`~fomm_model.face_detection.AVATAR_MAX_SIDE`)."""
     if not folder.is_dir():
         raise CliError(f'avatar folder not found: {folder}')
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
         raise CliError(f'no avatar images in {folder} (expected {", ".join(IMAGE_EXTENSIONS)})')
-    images = {p.name: read_image(p) for p in files}
+    from ..face_detection import limit_avatar_side
+    images = {p.name: limit_avatar_side(read_image(p)) for p in files}   # as the app's avatar loader does
     squares: dict[str, list | None] = dict.fromkeys(images)
     if not whole:
         from ..face_detection import AVATAR_MIN_CONFIDENCE, FaceDetector, FaceDetectorUnavailable, face_square
