@@ -80,7 +80,8 @@ def test_a_weight_without_a_teacher_and_a_missing_teacher_are_clear_errors(faces
         Trainer(TrainOptions(config=config, log_dir=tmp_path / 'b', tensorboard=False, progress=False))
 
 
-@pytest.mark.parametrize('name', ['face-128-v5-b4-distilled', 'face-128-v5-b4-teacher300'])
+@pytest.mark.parametrize('name', ['face-128-v5-b4-distilled', 'face-128-v5-b4-teacher300',
+                                  'face-128-v5-b4-teacher300-long'])
 def test_the_distillation_probes_have_the_bundled_model_as_their_teacher(name):
     """docs/experiments: a 4-block student taught by the 6-block bundled model."""
     config = load_config(REPO / 'docs/experiments' / f'{name}.yaml')
