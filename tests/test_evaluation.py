@@ -270,6 +270,29 @@ def test_cli_evaluate_bad_input_is_a_clear_error(tmp_path, capsys):
                           (['--checkpoint', str(tmp_path / 'none.pth.tar')], 'checkpoint not found'),
                           (['--json', str(tmp_path), '--avatars', str(empty)], 'is a folder'),
                           (['--checkpoint', str(checkpoint), '--json', str(checkpoint), '--avatars', str(empty)],
-                           'same file as --checkpoint')]:
+                           'same file as --checkpoint'),
+                          (['--crop_jitter', '0.5'], '--crop_jitter must be a fraction')]:
         assert main(['evaluate', *args]) == 2, args
         assert message in capsys.readouterr().err
+
+
+def test_crop_jitter_adds_each_avatar_at_moved_crops(tmp_path):
+    """--crop_jitter: every cropped avatar also at its crop moved by +-FRACTION of its side along both axes, inside
+    the image; a move the image's edges cancel (a crop that is the whole image) adds nothing."""
+    from fomm_model.cli.evaluate import _avatars
+    avatars = tmp_path / 'avatars'
+    avatars.mkdir()
+    for name in ('mona_lisa.png', 'girl_with_a_pearl_earring.png'):
+        (avatars / name).symlink_to(SHARED / 'data/avatars' / name)
+    images, crops = _avatars(avatars, (128, 128), whole=False)
+    jittered_images, jittered = _avatars(avatars, (128, 128), whole=False, jitter=0.02)
+    assert {k: v for k, v in jittered.items() if '@' not in k} == crops   # the detected crops are unchanged
+    x0, y0, side = crops['mona_lisa.png']
+    step = round(0.02 * side)
+    height, width = read_image(avatars / 'mona_lisa.png').shape[:2]
+    assert jittered['mona_lisa.png@+0.02'] == [min(x0 + step, width - side), min(y0 + step, height - side), side]
+    assert jittered['mona_lisa.png@-0.02'] == [max(x0 - step, 0), max(y0 - step, 0), side]
+    moved = jittered_images['mona_lisa.png@+0.02'].astype(int)
+    assert moved.shape == (128, 128, 3) and np.abs(moved - images['mona_lisa.png']).mean() > 1
+    assert crops['girl_with_a_pearl_earring.png'] == [0, 0, 512]   # the whole image: nowhere to move
+    assert not any(k.startswith('girl_with_a_pearl_earring.png@') for k in jittered)

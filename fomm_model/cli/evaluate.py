@@ -52,6 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--whole_avatars', action='store_true',
                         help='animate each avatar image whole, resized to the model size, instead of cropped around '
                              'its face as the live app does (how transfer was scored before 2026-12-03)')
+    parser.add_argument('--crop_jitter', type=float, default=0.0, metavar='FRACTION',
+                        help='also score each cropped avatar with its crop moved by +FRACTION and -FRACTION of its '
+                             'side along both axes (e.g. 0.01: about one pixel at 128), as extra pairs: a shift that '
+                             'small moves single portraits\' mouth r by up to 0.2, so model comparisons should not '
+                             'rest on one crop (default 0: the detected crop only)')
     parser.add_argument('--json', default=None, help='write the scores here (else only printed)')
     parser.add_argument('--max_frames', type=int, default=None,
                         help=f'use at most N frames per video (>= {MIN_FRAMES})')
@@ -67,11 +72,26 @@ def _default_dir(given: str | None, relative: str, option: str) -> Path:
     return path
 
 
-def _avatars(folder: Path, size: tuple[int, int],
-             whole: bool) -> tuple[dict[str, np.ndarray], dict[str, list | None]]:
+def _jittered(square: tuple[int, int, int], shape: tuple[int, ...], jitter: float) -> list[tuple[str, list]]:
+    """(name suffix, crop) of the detected ``square`` moved by +-``jitter`` of its side along both axes, kept
+    inside the image; moves that the image's edges cancel (the crop would not change) are left out."""
+    x0, y0, side = square
+    h, w = shape[:2]
+    step = round(jitter * side)
+    out = []
+    for sign in (1, -1):
+        x, y = min(max(0, x0 + sign * step), w - side), min(max(0, y0 + sign * step), h - side)
+        if step and (x, y) != (x0, y0):
+            out.append((f'@{sign * jitter:+g}', [x, y, side]))
+    return out
+
+
+def _avatars(folder: Path, size: tuple[int, int], whole: bool,
+             jitter: float = 0.0) -> tuple[dict[str, np.ndarray], dict[str, list | None]]:
     """The avatars at the model size, each cropped around its face as the live app crops it (unless ``whole``),
     and the crop ``[x0, y0, side]`` of each (None: the whole image), in the avatar shrunk as the app shrinks it
-    (:data:`~fomm_model.face_detection.AVATAR_MAX_SIDE`)."""
+    (:data:`~fomm_model.face_detection.AVATAR_MAX_SIDE`). With ``jitter``, each cropped avatar also comes with its
+    crop moved by :func:`_jittered`, named ``<file>@+0.01`` and ``<file>@-0.01``."""
     if not folder.is_dir():
         raise CliError(f'avatar folder not found: {folder}')
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
@@ -87,14 +107,14 @@ def _avatars(folder: Path, size: tuple[int, int],
         except FaceDetectorUnavailable as exc:
             raise CliError(f'{exc} (or pass --whole_avatars to animate the avatars uncropped)') from None
         with detector:
-            for name, image in images.items():
+            for name, image in list(images.items()):
                 square = face_square(detector, image)
                 if square is None:
                     print(f'{name}: no face found; animating the whole image', file=sys.stderr)
                 else:
-                    x0, y0, side = square
-                    images[name] = image[y0:y0 + side, x0:x0 + side]
-                    squares[name] = [x0, y0, side]
+                    for variant, (x0, y0, side) in [('', list(square)), *_jittered(square, image.shape, jitter)]:
+                        images[name + variant] = image[y0:y0 + side, x0:x0 + side]
+                        squares[name + variant] = [x0, y0, side]
     return {name: resize_image(image, size) for name, image in images.items()}, squares
 
 
@@ -164,7 +184,9 @@ def run(args: argparse.Namespace) -> int:
     size = frame_size(config)
     videos = find_videos(_default_dir(args.data, 'data/faces/test', '--data'))
     avatar_dir = _default_dir(args.avatars, 'data/avatars', '--avatars')
-    avatars, avatar_crops = _avatars(avatar_dir, size, args.whole_avatars)
+    if not 0 <= args.crop_jitter < 0.5:
+        raise CliError(f'--crop_jitter must be a fraction of the crop side in [0, 0.5), got {args.crop_jitter}')
+    avatars, avatar_crops = _avatars(avatar_dir, size, args.whole_avatars, args.crop_jitter)
     landmarker = _landmarker()
     from ..evaluation.transfer import animate_clip, measure_clip, score_pair, summarize
 
@@ -194,6 +216,7 @@ def run(args: argparse.Namespace) -> int:
     summary = {
         'config': str(getattr(config, 'source', config_name)), 'checkpoint': str(checkpoint),
         'data': str(videos[0].parent), 'avatars': str(avatar_dir), 'avatar_crops': avatar_crops,
+        'crop_jitter': args.crop_jitter,
         'frame_size': list(size),
         'max_frames': args.max_frames,
         'landmarks': 'MediaPipe Face Mesh (face_landmark.tflite, 468 points) on LiteRT; AKD in pixels at frame_size',
