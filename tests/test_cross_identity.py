@@ -10,7 +10,7 @@ import yaml
 
 from fomm_model import build_models
 from fomm_model.training.cross_identity import (
-    cross_targets, frozen_forward, keypoint_consistency, other_items, relative_keypoints,
+    frozen_forward, keypoint_consistency, other_items, relative_keypoints,
 )
 from fomm_model.training.full_model import DiscriminatorFullModel
 from fomm_model.training.trainer import Trainer, TrainingError, TrainOptions
@@ -89,16 +89,6 @@ def _config(root, **loss) -> dict:
     return loss_test_config(root, {'generator_gan': 1, 'feature_matching': [0], **loss}, cross_keypoints=CHECKED)
 
 
-def _consistency(models, x: dict) -> float:
-    """How far from their targets the detector finds the checked keypoints of sources driven across the batch."""
-    models.eval()
-    with torch.no_grad():
-        kp_s = models.kp_detector(x['source'])
-        target = cross_targets(kp_s, models.kp_detector(x['driving']))
-        cross = models.generator(x['source'], kp_source=kp_s, kp_driving=target)['prediction']
-        return keypoint_consistency(models.kp_detector(cross)['value'], target['value'], CHECKED).item()
-
-
 def _train(root, run, **loss) -> tuple[Trainer, list[dict], dict]:
     trainer = Trainer(TrainOptions(config=_config(root, **loss), log_dir=run, tensorboard=False, progress=False,
                                    seed=6))
@@ -112,17 +102,24 @@ def _train(root, run, **loss) -> tuple[Trainer, list[dict], dict]:
 
 
 def test_training_with_the_loss_brings_the_keypoints_where_they_were_sent(faces, tmp_path):
-    with_loss, history, generated = _train(faces, tmp_path / 'with', cross_keypoints=100)
-    without, _, plain = _train(faces, tmp_path / 'without')
+    _, history, generated = _train(faces, tmp_path / 'with', cross_keypoints=100)
+    _, _, plain = _train(faces, tmp_path / 'without')
     assert {'cross_keypoints', 'cross_gan', 'gen_gan', 'disc_gan'} <= set(history[0])
     assert all(np.isfinite(v) for h in history for v in h.values())
     # the training pictures gain a column: the cross-identity output with the keypoints it was sent
     width = training_grid(generated['_inputs'], generated).shape[1]
     assert width - training_grid(plain['_inputs'], plain).shape[1] == 128 + 2 * 2  # one frame and its border
-    with_loss.sampler.set_epoch(0)
-    batch = next(iter(with_loss.loader))
-    trained, untrained = _consistency(with_loss.models, batch), _consistency(without.models, batch)
-    assert trained < 0.8 * untrained, (trained, untrained)
+    # the loss trains what it should: on one batch, 12 steps take its term (unweighted) to about a tenth of where it
+    # began (0.10-0.13 of it, Xeon with AMX, capped at AVX2 or not); at a negligible weight the other terms alone
+    # take it to 0.65 of it.
+    # (Comparing the two runs above in eval mode, as this test once did, measured mostly the batch-norm statistics of
+    # 24 steps: with the loss it came out worse for three seeds of three on an Intel Xeon with AMX, better on Zen 4.)
+    fresh = Trainer(TrainOptions(config=_config(faces, cross_keypoints=100), log_dir=tmp_path / 'fresh',
+                                 tensorboard=False, progress=False, seed=6))
+    fresh.sampler.set_epoch(0)
+    batch = next(iter(fresh.loader))
+    terms = [fresh.train_step(batch)[0]['cross_keypoints'] for _ in range(12)]
+    assert min(terms[-4:]) < 0.3 * terms[0], terms
 
 
 def test_the_discriminator_also_sees_the_cross_identity_outputs():
