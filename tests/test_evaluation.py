@@ -271,7 +271,8 @@ def test_cli_evaluate_bad_input_is_a_clear_error(tmp_path, capsys):
                           (['--json', str(tmp_path), '--avatars', str(empty)], 'is a folder'),
                           (['--checkpoint', str(checkpoint), '--json', str(checkpoint), '--avatars', str(empty)],
                            'same file as --checkpoint'),
-                          (['--crop_jitter', '0.5'], '--crop_jitter must be a fraction')]:
+                          (['--crop_jitter', '0.5'], '--crop_jitter must be a fraction'),
+                          (['--crop_jitter', '0.01', '--whole_avatars'], 'pass one of them')]:
         assert main(['evaluate', *args]) == 2, args
         assert message in capsys.readouterr().err
 

@@ -186,6 +186,8 @@ def run(args: argparse.Namespace) -> int:
     avatar_dir = _default_dir(args.avatars, 'data/avatars', '--avatars')
     if not 0 <= args.crop_jitter < 0.5:
         raise CliError(f'--crop_jitter must be a fraction of the crop side in [0, 0.5), got {args.crop_jitter}')
+    if args.crop_jitter and args.whole_avatars:
+        raise CliError('--crop_jitter moves the avatars\' face crops, and --whole_avatars uses none: pass one of them')
     avatars, avatar_crops = _avatars(avatar_dir, size, args.whole_avatars, args.crop_jitter)
     landmarker = _landmarker()
     from ..evaluation.transfer import animate_clip, measure_clip, score_pair, summarize
