@@ -97,11 +97,11 @@ def _avatars(folder: Path, size: tuple[int, int], whole: bool,
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
         raise CliError(f'no avatar images in {folder} (expected {", ".join(IMAGE_EXTENSIONS)})')
-    from ..face_detection import limit_avatar_side
+    from ..face_detection import (AVATAR_MIN_CONFIDENCE, FaceDetector, FaceDetectorUnavailable, face_square,
+                                  limit_avatar_side)
     images = {p.name: limit_avatar_side(read_image(p)) for p in files}   # as the app's avatar loader does
     squares: dict[str, list | None] = dict.fromkeys(images)
     if not whole:
-        from ..face_detection import AVATAR_MIN_CONFIDENCE, FaceDetector, FaceDetectorUnavailable, face_square
         try:
             detector = FaceDetector(min_confidence=AVATAR_MIN_CONFIDENCE)
         except FaceDetectorUnavailable as exc:
