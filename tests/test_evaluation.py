@@ -31,8 +31,10 @@ from fomm_model.evaluation.metrics import (
 from fomm_model.evaluation.transfer import (
     MIN_DRIVER_SHAPE,
     MIN_DRIVER_STD,
+    ClipMeasures,
     animate_clip,
     clip_measures,
+    closed_mouth_frame,
     measure_clip,
     score_pair,
     summarize,
@@ -260,8 +262,10 @@ def test_cli_evaluate_bad_input_is_a_clear_error(tmp_path, capsys):
     """In-process (the same ``main`` the ``fomm`` command runs): each mistake exits 2 with a message. The
     output checks get an empty avatar folder too, so a regression fails fast instead of running everything."""
     from fomm_model.cli import main
-    empty = tmp_path / 'empty'
+    empty, one_clip = tmp_path / 'empty', tmp_path / 'one_clip'
     empty.mkdir()
+    one_clip.mkdir()
+    (one_clip / TALKING.name).symlink_to(TALKING)
     checkpoint = tmp_path / 'model.pth.tar'
     shutil.copyfile(default_checkpoint_path(), checkpoint)
     for args, message in [(['--max_frames', '2'], '--max_frames must be >= 3'),
@@ -272,7 +276,9 @@ def test_cli_evaluate_bad_input_is_a_clear_error(tmp_path, capsys):
                           (['--checkpoint', str(checkpoint), '--json', str(checkpoint), '--avatars', str(empty)],
                            'same file as --checkpoint'),
                           (['--crop_jitter', '0.5'], '--crop_jitter must be a fraction'),
-                          (['--crop_jitter', '0.01', '--whole_avatars'], 'pass one of them')]:
+                          (['--crop_jitter', '0.01', '--whole_avatars'], 'pass one of them'),
+                          (['--people_avatars', '--data', str(one_clip), '--avatars', str(empty)],
+                           'needs at least two clips')]:
         assert main(['evaluate', *args]) == 2, args
         assert message in capsys.readouterr().err
 
@@ -297,3 +303,51 @@ def test_crop_jitter_adds_each_avatar_at_moved_crops(tmp_path):
     assert moved.shape == (128, 128, 3) and np.abs(moved - images['mona_lisa.png']).mean() > 1
     assert crops['girl_with_a_pearl_earring.png'] == [0, 0, 512]   # the whole image: nowhere to move
     assert not any(k.startswith('girl_with_a_pearl_earring.png@') for k in jittered)
+
+
+def test_closed_mouth_frame_is_the_least_open_mouth_with_a_face(talking_measures):
+    nan = float('nan')
+    series = ClipMeasures([None] * 5, np.array([0.05, nan, 0.01, 0.03, 0.01]), np.zeros(5), np.zeros(5))
+    assert closed_mouth_frame(series) == 2   # frame 1 has no face; the first of equal minima
+    assert closed_mouth_frame(ClipMeasures([None] * 2, np.full(2, nan), np.zeros(2), np.zeros(2))) is None
+    closed = closed_mouth_frame(talking_measures)   # the talking man: closed at CLOSED_1 / CLOSED_2, open at OPEN
+    assert talking_measures.mouth[closed] <= min(talking_measures.mouth[[CLOSED_1, CLOSED_2]])
+    assert talking_measures.mouth[closed] < 0.5 * talking_measures.mouth[OPEN]
+
+
+def test_people_avatars_drive_each_held_out_person_by_the_other_clips(tmp_path, landmarker):
+    """--people_avatars: each clip's person, at its first frame and at its most closed mouth, animated by every
+    other clip (never by its own), scored apart from the portraits, whose scores it leaves as they were."""
+    other = SHARED / 'data/faces/test/lp_d3#lp__driving_d3.mp4'
+    data, avatars = tmp_path / 'clips', tmp_path / 'avatars'
+    data.mkdir()
+    avatars.mkdir()
+    for clip in (TALKING, other):
+        (data / clip.name).symlink_to(clip)
+    (avatars / 'einstein.png').symlink_to(SHARED / 'data/avatars/einstein.png')
+    out = tmp_path / 'scores.json'
+    proc = fomm('evaluate', '--data', data, '--avatars', avatars, '--max_frames', 30, '--people_avatars', '--cpu',
+                '--json', out, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    scores = json.loads(out.read_text())
+    assert scores['transfer']['pairs'] == 2 and {p['avatar'] for p in scores['transfer']['pair_scores']} == {
+        'einstein.png'}
+    people = scores['transfer_people']
+    for clip in (TALKING, other):   # the closed mouth is found on the clip's own (scored) frames
+        frames, _ = read_video(clip, max_frames=30)
+        measures = measure_clip(landmarker, [resize_image(f, SIZE) for f in frames])
+        closed = closed_mouth_frame(measures)
+        assert people['avatar_frames'][clip.name] == {'first_frame': 0, 'mouth_closed': closed}
+        opening = people['avatar_mouth_opening'][clip.name]
+        assert opening['mouth_closed'] == pytest.approx(measures.mouth[closed])
+        assert opening['mouth_closed'] <= opening['first_frame']
+    for kind in ('first_frame', 'mouth_closed'):
+        pairs = people[kind]['pair_scores']
+        assert people[kind]['pairs'] == 2 and len(pairs) == 2
+        for pair in pairs:
+            person, frame = pair['avatar'].rsplit('@', 1)
+            assert person != pair['video'] and int(frame) == people['avatar_frames'][person][kind]
+            assert pair['frames'] == 30 and pair['no_face_rate'] < 0.5
+            assert set(pair['mouth']) >= {'r', 'ratio', 'exercised'}
+    assert 'held-out people as avatars (first frame)' in proc.stdout
+    assert 'held-out people as avatars (mouth most closed)' in proc.stdout

@@ -8,8 +8,9 @@ what the generator renders at all. Transfer: every avatar, cropped around its fa
 animated by every clip (relative, adapt-scale, anchored on the first frame); per pair the Pearson correlation and
 amplitude ratio of mouth and eye opening between driver and output, how often the output has no face, and medians
 over pairs; and the ratio of the output's change of face shape to the driver's (distortion shows as > 1; reported,
-not a criterion). Defaults: the bundled model, ../shared's test clips and avatars. Needs the landmark model once:
-python -m fomm_model.evaluation.landmarks --fetch
+not a criterion). With --people_avatars, each test clip's person is an avatar too (its first frame, and its frame
+with the mouth most closed), driven by the other clips and scored apart. Defaults: the bundled model, ../shared's
+test clips and avatars. Needs the landmark model once: python -m fomm_model.evaluation.landmarks --fetch
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -31,6 +33,9 @@ from ..config import frame_size, load_config
 from ..defaults import repo_root, resolve_model
 from ..output_paths import atomic_write_text, check_output_file
 from ..video_io import IMAGE_EXTENSIONS, iter_video, read_image, resize_image
+
+if TYPE_CHECKING:
+    from ..evaluation.transfer import ClipMeasures
 
 MIN_FRAMES = 3
 
@@ -57,6 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              'side along both axes (e.g. 0.01: about one pixel at 128), as extra pairs: a shift that '
                              'small moves single portraits\' mouth r by up to 0.2, so model comparisons should not '
                              'rest on one crop (default 0: the detected crop only)')
+    parser.add_argument('--people_avatars', action='store_true',
+                        help='also animate each test clip\'s person, as an avatar, by every other clip: at the clip\'s '
+                             'first frame and at its frame with the mouth most closed; scored apart from the portraits '
+                             '("transfer_people" in the JSON). The people are as unseen in training as the drivers, '
+                             'and the closed mouth is the case portraits pose')
     parser.add_argument('--json', default=None, help='write the scores here (else only printed)')
     parser.add_argument('--max_frames', type=int, default=None,
                         help=f'use at most N frames per video (>= {MIN_FRAMES})')
@@ -188,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f'--crop_jitter must be a fraction of the crop side in [0, 0.5), got {args.crop_jitter}')
     if args.crop_jitter and args.whole_avatars:
         raise CliError('--crop_jitter moves the avatars\' face crops, and --whole_avatars uses none: pass one of them')
+    if args.people_avatars and len(videos) < 2:
+        raise CliError('--people_avatars drives each clip\'s person by the other clips: it needs at least two clips')
     avatars, avatar_crops = _avatars(avatar_dir, size, args.whole_avatars, args.crop_jitter)
     landmarker = _landmarker()
     from ..evaluation.transfer import animate_clip, measure_clip, score_pair, summarize
@@ -196,8 +208,9 @@ def run(args: argparse.Namespace) -> int:
     absolute = animator_for(models, args, relative=False, adapt_scale=False)
     relative = animator_for(models, args, quiet=True, relative=True, adapt_scale=True)
 
-    reconstruction, pairs = [], []
-    progress = tqdm(total=len(videos) * (1 + len(avatars)), desc='evaluating', unit='run')
+    reconstruction, pairs, clips = [], [], {}
+    people_runs = 2 * len(videos) * (len(videos) - 1) if args.people_avatars else 0
+    progress = tqdm(total=len(videos) * (1 + len(avatars)) + people_runs, desc='evaluating', unit='run')
     with landmarker, progress:
         for video in videos:
             frames = [resize_image(f, size) for f in iter_video(video, args.max_frames)]
@@ -212,6 +225,9 @@ def run(args: argparse.Namespace) -> int:
                 output = measure_clip(landmarker, animate_clip(relative, avatar, frames))
                 pairs.append(score_pair(real, output, name, video.name))
                 progress.update()
+            if args.people_avatars:
+                clips[video.name] = (frames, real)
+        people = _people_transfer(clips, relative, landmarker, progress) if args.people_avatars else None
 
     transfer = summarize(pairs)
     transfer['pair_scores'] = [p.as_dict() for p in pairs]
@@ -223,12 +239,52 @@ def run(args: argparse.Namespace) -> int:
         'max_frames': args.max_frames,
         'landmarks': 'MediaPipe Face Mesh (face_landmark.tflite, 468 points) on LiteRT; AKD in pixels at frame_size',
         'reconstruction': _summarize_reconstruction(reconstruction), 'transfer': transfer,
+        **({'transfer_people': people} if people is not None else {}),
         'seconds': round(time.perf_counter() - started, 1),
     }
     if json_path is not None:
         atomic_write_text(json.dumps(summary, indent=2) + '\n', json_path)
     _print(summary, json_path)
     return 0
+
+
+PEOPLE_AVATARS = {'first_frame': 'first frame', 'mouth_closed': 'mouth most closed'}
+
+
+def _people_transfer(clips: dict[str, tuple[list[np.ndarray], ClipMeasures]], animator, landmarker,
+                     progress) -> dict:
+    """Each clip's person as an avatar (its first frame, its most closed mouth) driven by every other clip.
+
+    Why: the portraits mix three things (another person, a painting, a closed mouth); held-out people taken from
+    the test clips, already framed as the model was trained, separate the closed mouth from the rest.
+    """
+    from ..evaluation.transfer import animate_clip, closed_mouth_frame, measure_clip, score_pair, summarize
+    chosen = {}
+    for name, (frames, real) in clips.items():
+        closed = closed_mouth_frame(real)
+        chosen[name] = {'first_frame': 0, 'mouth_closed': 0 if closed is None else closed}
+    out: dict = {'avatar_frames': chosen}
+    for kind in PEOPLE_AVATARS:
+        pairs = []
+        for video, (frames, real) in clips.items():
+            for person, (person_frames, person_real) in clips.items():
+                if person == video:
+                    continue
+                progress.set_postfix_str(f'{video[:30]} x {person[:20]} ({PEOPLE_AVATARS[kind]})')
+                frame = chosen[person][kind]
+                output = measure_clip(landmarker, animate_clip(animator, person_frames[frame], frames))
+                pairs.append(score_pair(real, output, f'{person}@{frame}', video))
+                progress.update()
+        out[kind] = summarize(pairs)
+        out[kind]['pair_scores'] = [p.as_dict() for p in pairs]
+    out['avatar_mouth_opening'] = {
+        name: {kind: _finite(real.mouth[chosen[name][kind]]) for kind in PEOPLE_AVATARS}
+        for name, (_, real) in clips.items()}
+    return out
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
 
 
 def _fmt(value: float | None, spec: str = '.3f') -> str:
@@ -253,6 +309,13 @@ def _print(summary: dict, json_path: Path | None) -> None:
     shape = tr['shape']
     print(f"transfer face shape: median ratio {_fmt(shape['ratio_median'], '.2f')} of the driver's change over "
           f"{shape['pairs_exercised']} pairs whose driver changes it (~1 follows, >1 distorts; reported only)")
+    for kind, label in PEOPLE_AVATARS.items() if 'transfer_people' in summary else ():
+        people = summary['transfer_people'][kind]
+        print(f"transfer, held-out people as avatars ({label}): "
+              + ', '.join(f"{name} median r {_fmt(people[name]['r_median'], '.2f')} / ratio "
+                          f"{_fmt(people[name]['ratio_median'], '.2f')}" for name in SIGNALS)
+              + f", face shape {_fmt(people['shape']['ratio_median'], '.2f')}; {people['pairs_passed']}/"
+                f"{people['pairs']} pairs pass, overall {'PASS' if people['passed'] else 'FAIL'}")
     print(f"transfer: {tr['pairs_passed']}/{tr['pairs']} pairs pass, median no-face rate "
           f"{100 * (tr['no_face_rate_median'] or 0):.1f}%, overall {'PASS' if tr['passed'] else 'FAIL'}"
           + (f' -> {json_path}' if json_path else '') + f" ({summary['seconds']} s)")

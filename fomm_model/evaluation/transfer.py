@@ -89,6 +89,17 @@ class PairScore:
                 **{name: score.as_dict() for name, score in self.signals.items()}, 'shape': self.shape.as_dict()}
 
 
+def closed_mouth_frame(measures: ClipMeasures) -> int | None:
+    """Index of the clip's frame with the least mouth opening (None: no face in any frame).
+
+    Why: an avatar's mouth is usually closed (every painted portrait in ../shared is), and the model opens a closed
+    mouth much less far than it moves an open one, so a held-out person taken at this frame is the harder, truer
+    avatar than the clip's first frame, whatever that one shows.
+    """
+    known = np.isfinite(measures.mouth)
+    return int(np.flatnonzero(known)[np.argmin(measures.mouth[known])]) if known.any() else None
+
+
 def score_pair(driver: ClipMeasures, output: ClipMeasures, avatar: str = '', video: str = '') -> PairScore:
     """Compare the driver's signals with the output's, frame by frame."""
     if len(driver.landmarks) != len(output.landmarks):
