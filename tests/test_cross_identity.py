@@ -10,9 +10,10 @@ import yaml
 
 from fomm_model import build_models
 from fomm_model.training.cross_identity import (
-    frozen_forward, keypoint_consistency, other_items, relative_keypoints,
+    closed_mouth_first, frozen_forward, keypoint_consistency, mouth_opening_change, other_items, relative_keypoints,
 )
-from fomm_model.training.full_model import DiscriminatorFullModel
+from fomm_model.training.full_model import DiscriminatorFullModel, GeneratorFullModel
+from fomm_model.training.landmark_targets import ANCHOR_NAMES, LOWER_LIP, UPPER_LIP
 from fomm_model.training.trainer import Trainer, TrainingError, TrainOptions
 from fomm_model.training.visualizer import training_grid
 
@@ -156,3 +157,56 @@ def test_the_experiment_configs_set_the_loss_up(name):
                               perceptual_net=torch.nn.Identity())  # present, not run here
     assert full.cross_keypoints == list(config['train_params']['cross_keypoints'])
     assert full.loss_weights['cross_keypoints'] > 0
+
+
+def _landmarks(gaps: list[float], seed: int) -> torch.Tensor:
+    """(B, anchors, 2) face-like anchors (eyes 0.5 apart) whose lips are ``gaps`` apart (NaN: no face found)."""
+    g = torch.Generator().manual_seed(seed)
+    points = torch.rand(len(gaps), len(ANCHOR_NAMES), 2, generator=g) * 0.2 - 0.1
+    points[:, :, 0] += torch.linspace(-0.25, 0.25, len(ANCHOR_NAMES))
+    for b, gap in enumerate(gaps):
+        points[b, LOWER_LIP] = points[b, UPPER_LIP] + torch.tensor([0.0, gap])
+    return points
+
+
+def test_the_closed_mouth_frame_comes_first_and_the_driver_opens():
+    """Items whose driving frame has the more closed mouth swap their frames; one with an unknown mouth keeps its
+    order; every known cross-identity change then opens the mouth (or keeps it), never closes it."""
+    source_lm, driving_lm = _landmarks([0.10, 0.01, 0.05], 0), _landmarks([0.02, 0.20, float('nan')], 1)
+    images = (torch.zeros(3, 3, 8, 8), torch.ones(3, 3, 8, 8))
+    kp_source, kp_driving = _kp(0), _kp(1)
+    image, kp_closed, kp_open, closed_lm, open_lm = closed_mouth_first(
+        images, (kp_source, kp_driving), (source_lm, driving_lm))
+    assert image[:, 0, 0, 0].tolist() == [1.0, 0.0, 0.0]   # item 0 starts from its driving frame
+    for key in ('value', 'jacobian'):
+        assert torch.equal(kp_closed[key][0], kp_driving[key][0]) and torch.equal(kp_open[key][0], kp_source[key][0])
+        assert torch.equal(kp_closed[key][1:], kp_source[key][1:]) and torch.equal(kp_open[key][1:], kp_driving[key][1:])
+    assert torch.equal(closed_lm[0], driving_lm[0]) and torch.equal(open_lm[0], source_lm[0])
+    assert torch.equal(closed_lm[1:], source_lm[1:]) and torch.equal(open_lm[1], driving_lm[1])
+    change, known = mouth_opening_change(closed_lm, open_lm)
+    assert known.tolist() == [False, True, True] and (change[known] > 0).all()
+    before, _ = mouth_opening_change(source_lm, driving_lm)   # in the given order item 1 is driven to close
+    assert before[1] < 0
+
+
+def test_the_cross_identity_pass_starts_from_the_closed_frame():
+    """GeneratorFullModel with train_params.cross_closed_mouth_first: the generator's cross-identity call gets each
+    item's closed-mouth frame (seen by a hook on the real generator), and the option needs landmark targets."""
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    models = build_models(config, with_discriminator=True)
+    train = {**config['train_params'], 'landmark_keypoints': list(range(len(ANCHOR_NAMES))),
+             'cross_keypoints': CHECKED, 'cross_closed_mouth_first': True,
+             'loss_weights': {'perceptual': [0], 'l1': 1, 'landmarks': 1, 'cross_keypoints': 1}}
+    full = GeneratorFullModel(models.kp_detector, models.generator, models.discriminator, train)
+    seen = []
+    models.generator.register_forward_pre_hook(lambda module, args, kwargs: seen.append(args[0].clone()),
+                                               with_kwargs=True)
+    torch.manual_seed(0)
+    x = {'source': torch.rand(2, 3, 128, 128), 'driving': torch.rand(2, 3, 128, 128),
+         'source_landmarks': _landmarks([0.10, 0.01], 2), 'driving_landmarks': _landmarks([0.02, 0.20], 3)}
+    losses, _ = full(x)
+    assert 'cross_keypoints' in losses and len(seen) == 2   # the plain pass, then the cross-identity pass
+    assert torch.equal(seen[1][0], x['driving'][0]) and torch.equal(seen[1][1], x['source'][1])
+    without = {**train, 'loss_weights': {'perceptual': [0], 'l1': 1, 'cross_keypoints': 1}}
+    with pytest.raises(ValueError, match='cross_closed_mouth_first needs landmark targets'):
+        GeneratorFullModel(models.kp_detector, models.generator, models.discriminator, without)

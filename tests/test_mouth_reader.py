@@ -188,7 +188,8 @@ def test_the_command_line_says_what_is_missing(tmp_path, capsys):
                                   'docs/experiments/face-128-v5-continued.yaml',
                                   'docs/experiments/face-128-v5-b3.yaml',
                                   'docs/experiments/face-128-v5-b3-continued.yaml',
-                                  'docs/experiments/face-128-v5-b4.yaml'])
+                                  'docs/experiments/face-128-v5-b4.yaml',
+                                  'docs/experiments/face-128-v5-closed-first.yaml'])
 def test_the_configs_set_the_loss_up(name, reader_checkpoint):
     """The default model's recipe and the recorded probes that continue it build their training losses (with a
     reader from here)."""
@@ -201,3 +202,4 @@ def test_the_configs_set_the_loss_up(name, reader_checkpoint):
                               perceptual_net=torch.nn.Identity())  # present, not run here
     assert full.mouth_reader is not None and full.cross_keypoints is None
     assert full.loss_weights['cross_mouth'] > 0 and config['dataset_params']['painting_style'] > 0
+    assert full.cross_closed_first == name.endswith('closed-first.yaml')

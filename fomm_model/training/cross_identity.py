@@ -49,6 +49,28 @@ def cross_targets(kp_source: dict, kp_driving: dict) -> dict:
                               {k: v[other] for k, v in kp_driving.items()})
 
 
+def closed_mouth_first(images: tuple[torch.Tensor, torch.Tensor], keypoints: tuple[dict, dict],
+                       landmarks: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict, dict, torch.Tensor,
+                                                                               torch.Tensor]:
+    """Per batch item, its pair's frame with the more closed mouth first: (image, its keypoints, the other frame's
+    keypoints, its landmarks, the other's landmarks), from ``images`` / ``keypoints`` / ``landmarks`` given as
+    (source, driving) pairs. Where either mouth is unknown the order stays.
+
+    Why: an avatar's mouth is usually closed, and face-128-v5 opens a closed mouth about a quarter as far as the
+    driver's while it moves an open one fully (model card, "Closed mouths"); with this order every cross-identity
+    item starts from the closed frame and is driven by another item opening its mouth (anchor closed, driving open).
+    """
+    gap_source, gap_driving = (mouth_gap(t.float()) for t in landmarks)
+    swap = torch.nan_to_num(gap_driving, nan=float('inf')) < torch.nan_to_num(gap_source, nan=float('inf'))
+
+    def pick(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        return torch.where(swap.view(-1, *([1] * (first.dim() - 1))).to(first.device), second, first)
+
+    kp_closed = {k: pick(keypoints[0][k], keypoints[1][k]) for k in keypoints[0]}
+    kp_open = {k: pick(keypoints[1][k], keypoints[0][k]) for k in keypoints[0]}
+    return (pick(*images), kp_closed, kp_open, pick(*landmarks), pick(landmarks[1], landmarks[0]))
+
+
 def frozen_forward(module: nn.Module, *args):
     """``module(*args)`` with gradients to the inputs only: its parameters are detached and its buffers copied,
     so a loss on the output trains what made the inputs, and neither the module's weights nor its batch-norm

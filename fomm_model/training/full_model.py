@@ -20,7 +20,7 @@ from torch import nn
 from ..modules.mouth_interior import mouth_interior
 from ..modules.util import AntiAliasInterpolation2d, keypoint_indices
 from .cross_identity import (
-    cross_targets, frozen_forward, keypoint_consistency, mouth_opening_change, mouth_opening_loss,
+    closed_mouth_first, cross_targets, frozen_forward, keypoint_consistency, mouth_opening_change, mouth_opening_loss,
 )
 from .landmark_targets import ANCHOR_NAMES, check_keypoint_indices
 from .transform import Transform
@@ -180,6 +180,10 @@ class GeneratorFullModel(nn.Module):
             self.cross_keypoints = keypoint_indices(indices, len(indices), kp_extractor.kp.out_channels,
                                                     'train_params.cross_keypoints', 'keypoint to check')
         self.cross_centred = bool(train_params.get('cross_keypoints_centred', False))
+        self.cross_closed_first = bool(train_params.get('cross_closed_mouth_first', False))
+        if self.cross_closed_first and self.loss_weights['landmarks'] == 0 and self.loss_weights['mouth'] == 0:
+            raise ValueError("train_params.cross_closed_mouth_first needs landmark targets (loss_weights.landmarks or "
+                             "loss_weights.mouth) to tell which frame's mouth is closed")
         self.mouth_reader = None
         if self.loss_weights['cross_mouth'] != 0:
             if not train_params.get('mouth_reader'):
@@ -302,23 +306,33 @@ class GeneratorFullModel(nn.Module):
         those outputs too, so that the generator meets them with faces rather than with patterns only a reader
         sees. Adds 'cross_prediction' and 'kp_cross' to ``generated`` for the discriminator's update."""
         w = self.loss_weights
-        kp_source = detach_kp(kp_source)
-        target = cross_targets(kp_source, detach_kp(kp_driving))
-        cross = self.generator(x['source'], kp_source=kp_source, kp_driving=target)['prediction']
+        source, kp_source, kp_driving = x['source'], detach_kp(kp_source), detach_kp(kp_driving)
+        source_landmarks, driving_landmarks = x.get('source_landmarks'), x.get('driving_landmarks')
+        if self.cross_closed_first:   # each item's closed-mouth frame as the source, driven by another item opening
+            if source_landmarks is None:
+                raise ValueError("train_params.cross_closed_mouth_first is set but the batch has no landmark targets")
+            kp_target = kp_driving
+            if 'driving_target' in x:   # a painted target: its keypoints from the painted image, as an avatar's are
+                with torch.no_grad():   # frozen: the batch-norm statistics do not learn from this extra pass
+                    kp_target = detach_kp(frozen_forward(self.kp_extractor, x['driving_target']))
+            source, kp_source, kp_driving, source_landmarks, driving_landmarks = closed_mouth_first(
+                (source, target_frame(x)), (kp_source, kp_target), (source_landmarks, driving_landmarks))
+        target = cross_targets(kp_source, kp_driving)
+        cross = self.generator(source, kp_source=kp_source, kp_driving=target)['prediction']
         if self.cross_keypoints is not None:
             detected = frozen_forward(self.kp_extractor, cross)
             losses['cross_keypoints'] = w['cross_keypoints'] * keypoint_consistency(
                 detected['value'], target['value'], self.cross_keypoints, centred=self.cross_centred)
         if self.mouth_reader is not None:
-            if 'source_landmarks' not in x:
+            if source_landmarks is None:
                 raise ValueError("loss_weights.cross_mouth is non-zero but the batch has no landmark targets")
             reader = self.mouth_reader.to(cross.device)
-            change, known = mouth_opening_change(x['source_landmarks'], x['driving_landmarks'])
+            change, known = mouth_opening_change(source_landmarks, driving_landmarks)
             with torch.no_grad():
-                read_source = reader(x['source'])
+                read_source = reader(source)
             losses['cross_mouth'] = w['cross_mouth'] * mouth_opening_loss(reader(cross), read_source, change, known)
         if self.teacher is not None:
-            taught = self.teacher.to(cross.device)(x['source'], kp_source, target)
+            taught = self.teacher.to(cross.device)(source, kp_source, target)
             losses['distill'] = w['distill'] * self.image_loss(cross.float(), taught)
         if w['generator_gan'] != 0:
             maps = self.discriminator(self.pyramid(cross), kp=target)
