@@ -1,14 +1,15 @@
 """Training losses of the original model.py: GeneratorFullModel and DiscriminatorFullModel.
 
 They are nn.Modules that run the networks and return a dict of weighted losses, so a whole training
-forward can be wrapped by DistributedDataParallel. Three deliberate extensions, all absent from the original and 0
+forward can be wrapped by DistributedDataParallel. Deliberate extensions, all absent from the original and 0
 by default: ``loss_weights.l1`` adds a pixel L1 term between prediction and driving frame,
 ``loss_weights.landmarks`` pulls the keypoints named by ``train_params.landmark_keypoints`` onto face landmarks
 (see :mod:`.landmark_targets`), ``loss_weights.mouth`` weighs the mouth (:meth:`GeneratorFullModel.mouth_loss`) and
 ``loss_weights.mouth_occlusion`` teaches the occlusion map where a mouth opens (:func:`mouth_occlusion_loss`) and
 ``loss_weights.cross_keypoints`` drives each source with another item's motion as the app does and asks the keypoint
 detector to find the named keypoints where they were sent, and ``loss_weights.cross_mouth`` asks a frozen reader
-(``train_params.mouth_reader``) to find that output's lips parted as far as the driver's did (:mod:`.cross_identity`),
+(``train_params.mouth_reader``) to find that output's lips parted as far as the driver's did (:mod:`.cross_identity`;
+``train_params.cross_closed_mouth_first`` starts each such item from its pair's more closed mouth),
 and ``loss_weights.distill`` pulls that output towards a frozen teacher's (``train_params.teacher``, :mod:`.teacher`).
 """
 from __future__ import annotations
