@@ -5,7 +5,8 @@ AKD = mean distance in pixels, at the model's frame size, between MediaPipe Face
 the rebuilt frames (the paper's face metric), with L1 and both scores' static baselines (first frame repeated).
 Reconstruction also scores the same person's mouth and eye opening (r and amplitude ratio, as transfer does):
 what the generator renders at all. Transfer: every avatar, cropped around its face as the live app crops it,
-animated by every clip (relative, adapt-scale, anchored on the first frame); per pair the Pearson correlation and
+animated by every clip (relative, adapt-scale, anchored on the first frame, or with --anchor closed_mouth on the
+clip's frame with the mouth most closed, as the app's calibration asks); per pair the Pearson correlation and
 amplitude ratio of mouth and eye opening between driver and output, how often the output has no face, and medians
 over pairs; and the ratio of the output's change of face shape to the driver's (distortion shows as > 1; reported,
 not a criterion). With --people_avatars, each test clip's person is an avatar too (its first frame, and its frame
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from ..evaluation.transfer import ClipMeasures
 
 MIN_FRAMES = 3
+ANCHORS = ('first', 'closed_mouth')
 
 
 def _shared() -> Path:
@@ -67,6 +69,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              'first frame and at its frame with the mouth most closed; scored apart from the portraits '
                              '("transfer_people" in the JSON). The people are as unseen in training as the drivers, '
                              'and the closed mouth is the case portraits pose')
+    parser.add_argument('--anchor', choices=ANCHORS, default='first',
+                        help='the driving frame relative motion starts from: "first" (each clip\'s first frame, as '
+                             'the original demo) or "closed_mouth" (its frame with the mouth most closed, as the live '
+                             'app\'s calibration asks for a neutral face with the mouth closed)')
     parser.add_argument('--json', default=None, help='write the scores here (else only printed)')
     parser.add_argument('--max_frames', type=int, default=None,
                         help=f'use at most N frames per video (>= {MIN_FRAMES})')
@@ -208,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
     absolute = animator_for(models, args, relative=False, adapt_scale=False)
     relative = animator_for(models, args, quiet=True, relative=True, adapt_scale=True)
 
-    reconstruction, pairs, clips = [], [], {}
+    reconstruction, pairs, clips, anchors = [], [], {}, {}
     people_runs = 2 * len(videos) * (len(videos) - 1) if args.people_avatars else 0
     progress = tqdm(total=len(videos) * (1 + len(avatars)) + people_runs, desc='evaluating', unit='run')
     with landmarker, progress:
@@ -217,24 +223,25 @@ def run(args: argparse.Namespace) -> int:
             if len(frames) < MIN_FRAMES:
                 raise CliError(f'{video} has {len(frames)} frames; evaluation needs at least {MIN_FRAMES}')
             real = measure_clip(landmarker, frames)
+            anchors[video.name] = _anchor_frame(real, args.anchor)
             progress.set_postfix_str(f'{video.name[:30]} reconstruction')
             reconstruction.append(_reconstruction_entry(video.name, frames, absolute, landmarker, real))
             progress.update()
             for name, avatar in avatars.items():
                 progress.set_postfix_str(f'{video.name[:30]} x {name}')
-                output = measure_clip(landmarker, animate_clip(relative, avatar, frames))
+                output = measure_clip(landmarker, animate_clip(relative, avatar, frames, anchors[video.name]))
                 pairs.append(score_pair(real, output, name, video.name))
                 progress.update()
             if args.people_avatars:
                 clips[video.name] = (frames, real)
-        people = _people_transfer(clips, relative, landmarker, progress) if args.people_avatars else None
+        people = _people_transfer(clips, anchors, relative, landmarker, progress) if args.people_avatars else None
 
     transfer = summarize(pairs)
     transfer['pair_scores'] = [p.as_dict() for p in pairs]
     summary = {
         'config': str(getattr(config, 'source', config_name)), 'checkpoint': str(checkpoint),
         'data': str(videos[0].parent), 'avatars': str(avatar_dir), 'avatar_crops': avatar_crops,
-        'crop_jitter': args.crop_jitter,
+        'crop_jitter': args.crop_jitter, 'anchor': args.anchor, 'anchor_frames': anchors,
         'frame_size': list(size),
         'max_frames': args.max_frames,
         'landmarks': 'MediaPipe Face Mesh (face_landmark.tflite, 468 points) on LiteRT; AKD in pixels at frame_size',
@@ -251,8 +258,15 @@ def run(args: argparse.Namespace) -> int:
 PEOPLE_AVATARS = {'first_frame': 'first frame', 'mouth_closed': 'mouth most closed'}
 
 
-def _people_transfer(clips: dict[str, tuple[list[np.ndarray], ClipMeasures]], animator, landmarker,
-                     progress) -> dict:
+def _anchor_frame(measures: ClipMeasures, anchor: str) -> int:
+    """The driving frame relative motion starts from: 0, or the most closed mouth (0 where no face is found)."""
+    from ..evaluation.transfer import closed_mouth_frame
+    closed = closed_mouth_frame(measures) if anchor == 'closed_mouth' else None
+    return 0 if closed is None else closed
+
+
+def _people_transfer(clips: dict[str, tuple[list[np.ndarray], ClipMeasures]], anchors: dict[str, int], animator,
+                     landmarker, progress) -> dict:
     """Each clip's person as an avatar (its first frame, its most closed mouth) driven by every other clip.
 
     Why: the portraits mix three things (another person, a painting, a closed mouth); held-out people taken from
@@ -272,7 +286,8 @@ def _people_transfer(clips: dict[str, tuple[list[np.ndarray], ClipMeasures]], an
                     continue
                 progress.set_postfix_str(f'{video[:30]} x {person[:20]} ({PEOPLE_AVATARS[kind]})')
                 frame = chosen[person][kind]
-                output = measure_clip(landmarker, animate_clip(animator, person_frames[frame], frames))
+                output = measure_clip(landmarker, animate_clip(animator, person_frames[frame], frames,
+                                                               anchors[video]))
                 pairs.append(score_pair(real, output, f'{person}@{frame}', video))
                 progress.update()
         out[kind] = summarize(pairs)
@@ -302,6 +317,8 @@ def _print(summary: dict, json_path: Path | None) -> None:
         s = rec[name]
         print(f"reconstruction {name} (same person): median r {_fmt(s['r_median'], '.2f')}, median amplitude "
               f"ratio {_fmt(s['ratio_median'], '.2f')} over {s['clips_exercised']} clips that move it")
+    print('transfer: relative motion from each clip\'s '
+          + ('first frame' if summary['anchor'] == 'first' else 'frame with the mouth most closed'))
     for name in SIGNALS:
         s = tr[name]
         print(f"transfer {name}: median r {_fmt(s['r_median'], '.2f')}, median amplitude ratio "

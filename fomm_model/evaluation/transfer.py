@@ -28,10 +28,11 @@ MIN_DRIVER_STD = {'mouth': 0.015, 'eyes': 0.006}
 MIN_DRIVER_SHAPE = 0.013
 
 
-def animate_clip(animator: Animator, source: np.ndarray, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """``source`` moved by ``frames`` relative to the first of them (uint8 frames at the model size)."""
+def animate_clip(animator: Animator, source: np.ndarray, frames: Sequence[np.ndarray],
+                 anchor: int = 0) -> list[np.ndarray]:
+    """``source`` moved by ``frames`` relative to ``frames[anchor]`` (uint8 frames at the model size)."""
     animator.set_source(source)
-    animator.set_anchor(frames[0])
+    animator.set_anchor(frames[anchor])
     return [animator.animate(frame) for frame in frames]
 
 
