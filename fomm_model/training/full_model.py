@@ -55,6 +55,10 @@ def target_frame(x: dict) -> torch.Tensor:
     return x.get('driving_target', x['driving'])
 
 
+# the loss terms that read per-frame Face Mesh landmark targets: the trainer loads the targets when one is on
+LANDMARK_TERMS = ('landmarks', 'mouth', 'mouth_occlusion', 'cross_mouth')
+
+
 def loss_weights(train_params: dict) -> dict:
     """The config's loss weights with defaults for keys older configs lack (l1 = 0: the original has none)."""
     w = dict(train_params.get('loss_weights', {}))
@@ -182,9 +186,9 @@ class GeneratorFullModel(nn.Module):
                                                     'train_params.cross_keypoints', 'keypoint to check')
         self.cross_centred = bool(train_params.get('cross_keypoints_centred', False))
         self.cross_closed_first = bool(train_params.get('cross_closed_mouth_first', False))
-        if self.cross_closed_first and self.loss_weights['landmarks'] == 0 and self.loss_weights['mouth'] == 0:
-            raise ValueError("train_params.cross_closed_mouth_first needs landmark targets (loss_weights.landmarks or "
-                             "loss_weights.mouth) to tell which frame's mouth is closed")
+        if self.cross_closed_first and not any(self.loss_weights[k] != 0 for k in LANDMARK_TERMS):
+            raise ValueError("train_params.cross_closed_mouth_first needs landmark targets (one of loss_weights."
+                             f"{', '.join(LANDMARK_TERMS)}) to tell which frame's mouth is closed")
         self.mouth_reader = None
         if self.loss_weights['cross_mouth'] != 0:
             if not train_params.get('mouth_reader'):

@@ -26,7 +26,7 @@ from ..config import load_config
 from ..models import build_models
 from ..output_paths import atomic_write_text, check_output_dir, remove_stale_temp_files, same_file
 from .dataset import EpochSampler, FramesDataset
-from .full_model import DiscriminatorFullModel, GeneratorFullModel, loss_weights
+from .full_model import LANDMARK_TERMS, DiscriminatorFullModel, GeneratorFullModel, loss_weights
 from .logger import LossLogger, remove_logs
 from .perceptual import load_perceptual_net
 from .visualizer import save_grid
@@ -244,7 +244,7 @@ class Trainer:
 
         dp = self.config['dataset_params']
         self.dataset = FramesDataset(is_train=True, random_seed=opts.seed, cache_bytes=opts.cache_bytes, **dp)
-        if (any(self.weights[k] != 0 for k in ('landmarks', 'mouth', 'mouth_occlusion', 'cross_mouth'))
+        if (any(self.weights[k] != 0 for k in LANDMARK_TERMS)
                 or self.dataset.mouth_contrast > 0):
             self.dataset.landmark_targets = self._landmark_targets()
         self.sampler = EpochSampler(len(self.dataset), self.tp.get('num_repeats', 1), seed=opts.seed,
