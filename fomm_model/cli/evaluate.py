@@ -223,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
             if len(frames) < MIN_FRAMES:
                 raise CliError(f'{video} has {len(frames)} frames; evaluation needs at least {MIN_FRAMES}')
             real = measure_clip(landmarker, frames)
-            anchors[video.name] = _anchor_frame(real, args.anchor)
+            anchors[video.name] = _closed_mouth_or_first(real) if args.anchor == 'closed_mouth' else 0
             progress.set_postfix_str(f'{video.name[:30]} reconstruction')
             reconstruction.append(_reconstruction_entry(video.name, frames, absolute, landmarker, real))
             progress.update()
@@ -258,10 +258,10 @@ def run(args: argparse.Namespace) -> int:
 PEOPLE_AVATARS = {'first_frame': 'first frame', 'mouth_closed': 'mouth most closed'}
 
 
-def _anchor_frame(measures: ClipMeasures, anchor: str) -> int:
-    """The driving frame relative motion starts from: 0, or the most closed mouth (0 where no face is found)."""
+def _closed_mouth_or_first(measures: ClipMeasures) -> int:
+    """The clip's frame with the mouth most closed (the first frame where no face is found in any)."""
     from ..evaluation.transfer import closed_mouth_frame
-    closed = closed_mouth_frame(measures) if anchor == 'closed_mouth' else None
+    closed = closed_mouth_frame(measures)
     return 0 if closed is None else closed
 
 
@@ -272,16 +272,14 @@ def _people_transfer(clips: dict[str, tuple[list[np.ndarray], ClipMeasures]], an
     Why: the portraits mix three things (another person, a painting, a closed mouth); held-out people taken from
     the test clips, already framed as the model was trained, separate the closed mouth from the rest.
     """
-    from ..evaluation.transfer import animate_clip, closed_mouth_frame, measure_clip, score_pair, summarize
-    chosen = {}
-    for name, (frames, real) in clips.items():
-        closed = closed_mouth_frame(real)
-        chosen[name] = {'first_frame': 0, 'mouth_closed': 0 if closed is None else closed}
+    from ..evaluation.transfer import animate_clip, measure_clip, score_pair, summarize
+    chosen = {name: {'first_frame': 0, 'mouth_closed': _closed_mouth_or_first(real)}
+              for name, (_, real) in clips.items()}
     out: dict = {'avatar_frames': chosen}
     for kind in PEOPLE_AVATARS:
         pairs = []
         for video, (frames, real) in clips.items():
-            for person, (person_frames, person_real) in clips.items():
+            for person, (person_frames, _) in clips.items():
                 if person == video:
                     continue
                 progress.set_postfix_str(f'{video[:30]} x {person[:20]} ({PEOPLE_AVATARS[kind]})')
