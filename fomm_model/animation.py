@@ -18,6 +18,8 @@ from .inference import FrameGenerator, Runner, create_runner
 from .inference.convert import image_to_tensor, tensor_to_image
 from .keypoints import Keypoints, RelativeMotion
 from .models import Models
+from .mouth_gain import check_mouth_gain, default_mouth_gain
+from .mouth_gain import mouth_keypoints as mouth_keypoint_indices
 
 __all__ = ['Animator', 'FrameGenerator', 'image_to_tensor', 'tensor_to_image']
 
@@ -33,13 +35,16 @@ class Animator:
     exact inference rewrites of :mod:`fomm_model.inference.rewrite`. ``selection_reason`` says what was chosen
     and why. A ready
     runner that holds no model here (a remote one) can come with ``models=None`` and the frame ``size``.
+    ``mouth_gain``: scale of the driver's lip motion in relative mode (:mod:`fomm_model.mouth_gain`); None takes
+    the model config's calibrated gain; ``mouth_keypoints`` (default: the config's) names the lip keypoints.
     """
 
     def __init__(self, models: Models | None, *, backend: str | Runner = 'auto',
                  device: torch.device | str | None = None, dtype: torch.dtype | str | None = None,
                  channels_last: bool | None = None, relative: bool = True, adapt_scale: bool = True,
                  relative_jacobian: bool = True, verify: bool = True, model_key: str | None = None,
-                 size: tuple[int, int] | None = None):
+                 size: tuple[int, int] | None = None, mouth_gain: float | None = None,
+                 mouth_keypoints: list[int] | None = None):
         if models is None and (size is None or not isinstance(backend, Runner)):
             raise ValueError('Animator without models needs a ready runner and the frame size')
         self.size = tuple(size) if size is not None else frame_size(models.config)
@@ -49,6 +54,10 @@ class Animator:
             selection = create_runner(models, self.size, backend, device, dtype, channels_last, model_key, verify)
             self.runner, self.selection_reason = selection.runner, selection.reason
         self._relative, self._adapt_scale, self.relative_jacobian = relative, adapt_scale, relative_jacobian
+        config = models.config if models is not None else {}
+        self.mouth_keypoints = mouth_keypoints if mouth_keypoints is not None else mouth_keypoint_indices(config)
+        self.default_mouth_gain = default_mouth_gain(config)
+        self._mouth_gain = self.default_mouth_gain if mouth_gain is None else check_mouth_gain(mouth_gain)
         self.prepared: Any = None
         self.kp_source: Keypoints | None = None
         self.kp_anchor: Keypoints | None = None
@@ -101,11 +110,24 @@ class Animator:
             self._adapt_scale = bool(on)
             self._update_motion()
 
+    @property
+    def mouth_gain(self) -> float:
+        """Scale of the driver's lip motion (1: as it is); stays 1 for a model that names no mouth keypoints."""
+        return self._mouth_gain if self.mouth_keypoints is not None else 1.0
+
+    @mouth_gain.setter
+    def mouth_gain(self, gain: float) -> None:
+        gain = check_mouth_gain(gain)
+        if gain != self._mouth_gain:
+            self._mouth_gain = gain
+            self._update_motion()
+
     def _update_motion(self) -> None:
         if self.kp_source is None or self.kp_anchor is None:
             self.motion = None
         else:
-            self.motion = RelativeMotion(self.kp_source, self.kp_anchor, self._adapt_scale, self.relative_jacobian)
+            self.motion = RelativeMotion(self.kp_source, self.kp_anchor, self._adapt_scale, self.relative_jacobian,
+                                         self.mouth_keypoints, self.mouth_gain)
 
     # -- frames ---------------------------------------------------------------------------------------
     def normalize(self, kp_driving: Keypoints) -> Keypoints:

@@ -32,13 +32,13 @@ def make_animation(source_image: np.ndarray, driving_video: list[np.ndarray], ge
     """Original signature and conventions: float HxWx3 images in [0, 1] in, list of float frames out.
 
     Runs eagerly in float32 on the networks' device (as the original) on the cached path; the anchor is the
-    first driving frame.
+    first driving frame; the lips' motion is not scaled (no mouth gain, as the original).
     """
     device = next(generator.parameters()).device if not cpu else torch.device('cpu')
     h, w = np.asarray(source_image).shape[:2]
     config = config or {'dataset_params': {'frame_shape': [h, w, 3]}}
     animator = Animator(Models(kp_detector, generator, None, config), backend='torch', device=device,
-                        dtype=torch.float32, relative=relative, adapt_scale=adapt_movement_scale)
+                        dtype=torch.float32, relative=relative, adapt_scale=adapt_movement_scale, mouth_gain=1.0)
     source = np.asarray(source_image)
     animator.set_source(source if source.dtype == np.uint8 else source.astype(np.float32))  # no re-quantising
     predictions = []

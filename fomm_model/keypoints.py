@@ -7,11 +7,13 @@ subtraction and one 2x2 product per keypoint.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
 from scipy.spatial import ConvexHull, QhullError
+
+from .mouth_gain import MouthGain
 
 
 class Keypoints(NamedTuple):
@@ -75,21 +77,27 @@ class RelativeMotion:
     value' = s (v_d - v_anchor) + v_source and J' = J_d J_anchor^-1 J_source (``relative_jacobian``), with
     s = sqrt(hull area of source) / sqrt(hull area of anchor) when ``adapt_scale`` (from the first batch item,
     as the original), else 1. Works on single keypoint sets and on batches (numpy broadcasting).
+    With ``mouth_keypoints`` and a ``mouth_gain`` other than 1, the driving frame's lip motion is first scaled
+    (:class:`~fomm_model.mouth_gain.MouthGain`); the original has no such step.
     """
 
     def __init__(self, kp_source: Keypoints, kp_anchor: Keypoints, adapt_scale: bool = True,
-                 relative_jacobian: bool = True):
+                 relative_jacobian: bool = True, mouth_keypoints: Sequence[int] | None = None,
+                 mouth_gain: float = 1.0):
         self.kp_source = kp_source
         self.kp_anchor = kp_anchor
         self.adapt_scale = adapt_scale
         self.relative_jacobian = relative_jacobian
+        self.mouth_gain = (MouthGain(kp_anchor.value, mouth_keypoints, mouth_gain)
+                           if mouth_keypoints is not None and mouth_gain != 1.0 else None)
         self.scale = movement_scale(kp_source, kp_anchor) if adapt_scale else 1.0
         anchor_inv = np.linalg.inv(np.asarray(kp_anchor.jacobian, np.float64))
         # J_anchor^-1 J_source: constant until the avatar or the anchor changes
         self._jacobian_factor = (anchor_inv @ np.asarray(kp_source.jacobian, np.float64)).astype(np.float32)
 
     def __call__(self, kp_driving: Keypoints) -> Keypoints:
-        value = (kp_driving.value - self.kp_anchor.value) * np.float32(self.scale) + self.kp_source.value
+        driving = kp_driving.value if self.mouth_gain is None else self.mouth_gain(kp_driving.value)
+        value = (driving - self.kp_anchor.value) * np.float32(self.scale) + self.kp_source.value
         jacobian = kp_driving.jacobian @ self._jacobian_factor if self.relative_jacobian else kp_driving.jacobian
         return Keypoints(value.astype(np.float32, copy=False), jacobian.astype(np.float32, copy=False))
 

@@ -62,6 +62,7 @@ class EngineStats:
     backend: str = ''
     backend_reason: str = ''
     threads: str = ''                 # the model's CPU threads, fixed or adaptive, and why (live.model_threads)
+    mouth_gain: float | None = None   # the lip motion's gain in use; None: no lip keypoints (model, or remote crops)
     camera_state: str = 'stopped'     # opening | running | reconnecting | ended | stopped | failed
     camera_message: str = ''
     camera_resolution: tuple[int, int] | None = None
@@ -577,6 +578,7 @@ class Engine:
             state=self._state, fps=fps, frames_in=frames_in_before + (live.frames_read if live else 0),
             frames_out=frames_out, dropped=dropped_before + (live.dropped if live else 0), stages=stages,
             backend=self._backend, backend_reason=self._backend_reason, threads=self._threads.text,
+            mouth_gain=p.animator.mouth_gain if p and p.animator.mouth_keypoints is not None else None,
             camera_state=cap.state if cap else 'stopped', camera_message=cap.message if cap else '',
             camera_resolution=cap.size if cap else None, camera_fps=cap.nominal_fps if cap else None,
             camera_measured_fps=cap.measured_fps if cap else 0.0, face_detector=self._detector_state,

@@ -14,6 +14,7 @@ from typing import Any
 
 from fomm_model.devices import device_name
 from fomm_model.inference import BACKENDS
+from fomm_model.mouth_gain import MAX_MOUTH_GAIN
 
 DTYPE_CHOICES = ('float32', 'bfloat16', 'float16')
 
@@ -99,6 +100,10 @@ class Settings:
     relative: bool = option(True, 'relative motion: your motion from the calibrated pose moves the avatar '
                                   '(off: absolute keypoints)')
     adapt_scale: bool = option(True, "scale the motion to the avatar's face size")
+    mouth_gain: float | None = option(None, "scale your lip motion (beyond your head's) on the avatar: 1 = as it is, 2 "
+                                            "= twice as wide, 0 = the avatar's mouth stays still (default: the gain "
+                                            "the model was calibrated with; models that name no lip keypoints "
+                                            "ignore it)", minimum=0.0, maximum=MAX_MOUTH_GAIN, metavar='GAIN')
     passthrough: bool = option(False, 'send the camera crop instead of the avatar')
     mirror_preview: bool = option(True, 'mirror the camera preview')
     mirror_output: bool = option(False, 'mirror the animated output')

@@ -139,6 +139,7 @@ class Pipeline:
         if animator.relative != s.relative:
             animator.relative = s.relative
         animator.adapt_scale = s.adapt_scale
+        animator.mouth_gain = animator.default_mouth_gain if s.mouth_gain is None else s.mouth_gain
         if s.passthrough or self.avatar is None:
             output = crop.crop
         else:

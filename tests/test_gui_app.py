@@ -205,6 +205,14 @@ def test_controls_and_shortcuts_reach_the_engine(qtbot, make_window):
     assert window.session.engine.settings.fps_cap is None
     c.output_delay_spin.setValue(150)
     assert window.session.engine.settings.output_delay_ms == 150
+    # the bundled model names its lip keypoints: the slider shows its calibrated gain until the user picks one
+    default_gain = window.session.engine.stats().mouth_gain
+    qtbot.waitUntil(lambda: c.mouth_gain_slider.isEnabled(), timeout=FRAME_TIMEOUT_MS)
+    assert default_gain > 1 and c.mouth_gain_slider.value() == round(default_gain * 100)
+    assert window.session.engine.settings.mouth_gain is None
+    c.mouth_gain_slider.setValue(300)
+    assert window.session.engine.settings.mouth_gain == pytest.approx(3.0)
+    qtbot.waitUntil(lambda: window.session.engine.stats().mouth_gain == pytest.approx(3.0), timeout=FRAME_TIMEOUT_MS)
 
     activate(qtbot, window)
     qtbot.keyClick(window, Qt.Key.Key_R)
@@ -241,6 +249,7 @@ def test_settings_are_remembered_between_runs(qtbot, make_window, tmp_path):
     c.offset_x_slider.setValue(-5)
     c.fps_cap_spin.setValue(20)
     c.output_delay_spin.setValue(120)
+    c.mouth_gain_slider.setValue(250)
     c.show_keypoints_check.setChecked(True)
     c.vcam_resolution_combo.setCurrentIndex(3)
     c.vcam_resolution_combo.activated.emit(3)
@@ -253,6 +262,7 @@ def test_settings_are_remembered_between_runs(qtbot, make_window, tmp_path):
     assert s.mirror_preview is False and s.crop_zoom == pytest.approx(1.3)
     assert s.crop_offset == pytest.approx((-0.05, 0.0)) and s.fps_cap == 20 and s.output_delay_ms == 120
     assert again.controls.output_delay_spin.value() == 120
+    assert s.mouth_gain == pytest.approx(2.5) and again.controls.mouth_gain_slider.value() == 250
     assert again.controls.zoom_slider.value() == 130 and not again.controls.mirror_preview_check.isChecked()
     assert again.controls.show_keypoints_check.isChecked() and again.camera_view.show_keypoints
     assert again.controls.vcam_resolution() == (512, 512)

@@ -70,6 +70,7 @@ def test_bad_inputs_exit_2_with_clear_messages(extra, message, capsys):
     (['--vcam-size', '0x720'], 'must be positive'),
     (['--device', 'gpu'], "unknown device 'gpu'"),
     (['--backend', 'fast'], '--backend must be one of auto, torch'),
+    (['--mouth-gain', '6'], '--mouth-gain must be between 0 and 5'),
 ])
 def test_bad_numbers_and_names_are_refused_before_anything_runs(extra, message, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -96,10 +97,11 @@ def test_main_py_commands_and_the_old_headless_flag(tmp_path):
     assert split_command(['--input', 'x.mp4']) == ('gui', ['--input', 'x.mp4'])
     out = tmp_path / 'o.mp4'
     proc = main_py('--headless', *BASE[:4], '--backend', 'onnx', '--max-frames', '6', '--loop', '--output', str(out),
-                   '--virtual-camera', '--vcam-size', '640x360')
+                   '--virtual-camera', '--vcam-size', '640x360', '--mouth-gain', '1.5')
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert 'virtual camera: unavailable' in proc.stderr and 'modprobe v4l2loopback' in proc.stderr
     assert 'onnx on cpu' in proc.stdout and read_video(out)[0].shape[0] == 6
+    assert 'mouth gain: 1.5' in proc.stdout
     cams = main_py('cameras', timeout=60)
     assert cams.returncode == 0 and cams.stdout.strip()
 

@@ -17,7 +17,7 @@ from live.options import Settings
 from live.pipeline import EASE_IN_FRAMES, Pipeline
 
 SIZE = (128, 128)
-PLAIN = Settings(mirror_preview=False, paste_back=False)
+PLAIN = Settings(mirror_preview=False, paste_back=False, mouth_gain=1.0)   # the original's relative motion
 
 
 @pytest.fixture(scope='module')
@@ -92,6 +92,23 @@ def test_calibration_maps_the_anchor_onto_the_avatar_and_moves_relative_to_it(pi
     np.testing.assert_allclose(pipeline.shown.value, expected['value'][0].numpy(), atol=1e-5)
     np.testing.assert_allclose(pipeline.shown.jacobian, expected['jacobian'][0].numpy(), atol=1e-5)
     assert not np.array_equal(r.output, pipeline.avatar.image)
+
+
+def test_the_mouth_gain_setting_reaches_the_relative_motion(pipeline, frames):
+    """None takes the model's calibrated gain; a value scales the lips' own motion (fomm_model.mouth_gain)."""
+    import dataclasses
+    pipeline.request_calibration()
+    pipeline.process(frames[5], 0, 0.0, PLAIN)
+    animator = pipeline.animator
+    pipeline.process(frames[20], 1, 0.04, PLAIN)
+    plain = pipeline.shown.value
+    pipeline.process(frames[20], 2, 0.08, dataclasses.replace(PLAIN, mouth_gain=None))
+    assert animator.mouth_gain == animator.default_mouth_gain > 1
+    pipeline.process(frames[20], 3, 0.12, dataclasses.replace(PLAIN, mouth_gain=3.0))
+    assert animator.mouth_gain == 3.0
+    lips = animator.mouth_keypoints
+    moved = np.abs(pipeline.shown.value - plain).sum(axis=1)
+    assert moved[lips].min() > 0 and np.delete(moved, lips).max() < 1e-6
 
 
 def test_calibration_waits_for_a_face(pipeline, frames):

@@ -14,7 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import CliError
-from .runtime_args import add_runtime_arguments, animator_for
+from .runtime_args import add_mouth_gain_argument, add_runtime_arguments, animator_for, check_mouth_gain_for
 from ..checkpoint import load_checkpoint
 from ..config import frame_size, load_config
 from ..defaults import resolve_model
@@ -37,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f'output video, {"/".join(e[1:] for e in VIDEO_WRITE_EXTENSIONS)} (default: result.mp4)')
     parser.add_argument('--relative', action='store_true', help='relative keypoint motion (recommended)')
     parser.add_argument('--adapt_scale', action='store_true', help='adapt motion scale to the source face size')
+    add_mouth_gain_argument(parser)
     best = parser.add_mutually_exclusive_group()
     best.add_argument('--find_best_frame', action='store_true',
                       help='anchor on the driving frame whose pose is closest to the source')
@@ -80,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f'--best_frame {args.best_frame} is outside the driving video (0..{len(driving) - 1})')
 
     models = load_checkpoint(config, checkpoint, device='cpu', with_discriminator=False)
-    animator = animator_for(models, args, relative=args.relative, adapt_scale=args.adapt_scale)
+    check_mouth_gain_for(models, args.mouth_gain)
+    animator = animator_for(models, args, relative=args.relative, adapt_scale=args.adapt_scale,
+                            mouth_gain=args.mouth_gain)
     kp_source = animator.set_source(source)
 
     # keypoints of every driving frame first (cheap), so the anchor can be any frame

@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import CliError
-from .runtime_args import add_runtime_arguments, animator_for
+from .runtime_args import add_mouth_gain_argument, add_runtime_arguments, animator_for, check_mouth_gain_for
 from .reconstruct import find_videos, reconstruct_video
 from ..checkpoint import load_checkpoint
 from ..config import frame_size, load_config
@@ -73,6 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='the driving frame relative motion starts from: "first" (each clip\'s first frame, as '
                              'the original demo) or "closed_mouth" (its frame with the mouth most closed, as the live '
                              'app\'s calibration asks for a neutral face with the mouth closed)')
+    add_mouth_gain_argument(parser)
     parser.add_argument('--json', default=None, help='write the scores here (else only printed)')
     parser.add_argument('--max_frames', type=int, default=None,
                         help=f'use at most N frames per video (>= {MIN_FRAMES})')
@@ -212,7 +213,8 @@ def run(args: argparse.Namespace) -> int:
 
     models = load_checkpoint(config, checkpoint, device='cpu', with_discriminator=False)
     absolute = animator_for(models, args, relative=False, adapt_scale=False)
-    relative = animator_for(models, args, quiet=True, relative=True, adapt_scale=True)
+    check_mouth_gain_for(models, args.mouth_gain)
+    relative = animator_for(models, args, quiet=True, relative=True, adapt_scale=True, mouth_gain=args.mouth_gain)
 
     reconstruction, pairs, clips, anchors = [], [], {}, {}
     people_runs = 2 * len(videos) * (len(videos) - 1) if args.people_avatars else 0
@@ -242,6 +244,7 @@ def run(args: argparse.Namespace) -> int:
         'config': str(getattr(config, 'source', config_name)), 'checkpoint': str(checkpoint),
         'data': str(videos[0].parent), 'avatars': str(avatar_dir), 'avatar_crops': avatar_crops,
         'crop_jitter': args.crop_jitter, 'anchor': args.anchor, 'anchor_frames': anchors,
+        'mouth_gain': relative.mouth_gain,
         'frame_size': list(size),
         'max_frames': args.max_frames,
         'landmarks': 'MediaPipe Face Mesh (face_landmark.tflite, 468 points) on LiteRT; AKD in pixels at frame_size',
@@ -316,7 +319,8 @@ def _print(summary: dict, json_path: Path | None) -> None:
         print(f"reconstruction {name} (same person): median r {_fmt(s['r_median'], '.2f')}, median amplitude "
               f"ratio {_fmt(s['ratio_median'], '.2f')} over {s['clips_exercised']} clips that move it")
     print('transfer: relative motion from each clip\'s '
-          + ('first frame' if summary['anchor'] == 'first' else 'frame with the mouth most closed'))
+          + ('first frame' if summary['anchor'] == 'first' else 'frame with the mouth most closed')
+          + f", mouth gain {summary['mouth_gain']:g}")
     for name in SIGNALS:
         s = tr[name]
         print(f"transfer {name}: median r {_fmt(s['r_median'], '.2f')}, median amplitude ratio "

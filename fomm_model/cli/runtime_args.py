@@ -1,5 +1,6 @@
-"""``--backend``, ``--device``/``--cpu`` and ``--dtype`` for the commands that animate, and the Animator they ask
-for: declared once for ``fomm animate``, ``reconstruct`` and ``evaluate``."""
+"""``--backend``, ``--device``/``--cpu`` and ``--dtype`` for the commands that animate, ``--mouth_gain`` for those
+that animate in relative mode, and the Animator they ask for: declared once for ``fomm animate``, ``reconstruct``
+and ``evaluate``."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +10,7 @@ from ..animation import Animator
 from ..devices import DTYPES, DeviceError, device_name
 from ..inference import BACKENDS, RunnerError
 from ..models import Models
+from ..mouth_gain import MAX_MOUTH_GAIN, check_mouth_gain, mouth_keypoints
 from . import CliError
 
 
@@ -29,6 +31,27 @@ def add_runtime_arguments(parser: argparse.ArgumentParser, backend: str) -> None
     parser.add_argument('--dtype', choices=list(DTYPES), default=None,
                         help='precision (default: chosen with the backend; bfloat16 pays only on CPUs with '
                              'AVX512-BF16/AMX, float16 needs CUDA)')
+
+
+def _mouth_gain(text: str) -> float:
+    try:
+        return check_mouth_gain(float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc) if 'mouth gain' in str(exc) else f'not a number: {text!r}') from None
+
+
+def add_mouth_gain_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--mouth_gain', type=_mouth_gain, default=None, metavar='GAIN',
+                        help=f'relative mode: scale the driver\'s lip motion (beyond the head\'s) by GAIN, 0 to '
+                             f'{MAX_MOUTH_GAIN:g}; 1 = as it is (default: the gain the model was calibrated with; '
+                             f'1 for models that name no lip keypoints)')
+
+
+def check_mouth_gain_for(models: Models, gain: float | None) -> None:
+    """A gain other than the default needs a model whose config names its lip keypoints."""
+    if gain is not None and gain != 1.0 and mouth_keypoints(models.config) is None:
+        raise CliError('--mouth_gain needs a model trained with lip keypoints (train_params.landmark_keypoints in its '
+                       'config, as the bundled face model); this one has none: leave out --mouth_gain')
 
 
 def animator_for(models: Models, args: argparse.Namespace, quiet: bool = False, **kwargs) -> Animator:

@@ -14,6 +14,8 @@ from PyQt6.QtCore import Qt, pyqtSignal
 from PyQt6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton,
                              QSizePolicy, QSlider, QSpinBox, QVBoxLayout, QWidget)
 
+from fomm_model.mouth_gain import MAX_MOUTH_GAIN
+
 CALIBRATION_GUIDANCE = ('Look straight at the camera with a neutral face, mouth closed, eyes open, '
                         'then press <b>Calibrate</b> (C). Raise the overlay to line your face up with the '
                         "avatar's pose first: the pose you hold now becomes the avatar's resting pose.")
@@ -72,6 +74,14 @@ def _slider(spec: SliderSpec) -> tuple[QSlider, QLabel, QWidget]:
 ZOOM = SliderSpec(50, 300, 0.01, lambda v: f'{v:.2f}×')
 OFFSET = SliderSpec(-50, 50, 0.01, lambda v: f'{v:+.2f}')
 FRACTION = SliderSpec(0, 100, 0.01, lambda v: f'{v * 100:.0f}%')
+GAIN = SliderSpec(0, round(MAX_MOUTH_GAIN * 100), 0.01, lambda v: f'{v:.2f}×')
+
+
+def _show_value(slider: QSlider, spec: SliderSpec) -> None:
+    """The value label of a slider made by :func:`_slider` (its valueChanged may have been blocked)."""
+    label = slider.parentWidget().findChild(QLabel)
+    if label is not None:
+        label.setText(spec.fmt(slider.value() * spec.scale))
 
 
 class ControlsPanel(QWidget):
@@ -92,6 +102,7 @@ class ControlsPanel(QWidget):
         self._cameras: list[Any] = []
         self._model_entries: list[Any] = []
         self._vcam_on = False
+        self._mouth_gain_chosen = False   # the user picked a mouth gain (else the model's calibrated one shows)
         layout = QVBoxLayout(self)
         layout.addWidget(self._calibration_group())
         layout.addWidget(self._camera_group())
@@ -184,9 +195,15 @@ class ControlsPanel(QWidget):
         self.smoothing_slider, _, smooth_row = _slider(FRACTION)
         self.smoothing_slider.setToolTip('Keypoint smoothing: more is steadier but lags more')
         self.smoothing_slider.valueChanged.connect(lambda t: self._emit(kp_smoothing=t * FRACTION.scale))
+        self.mouth_gain_slider, _, gain_row = _slider(GAIN)
+        self.mouth_gain_slider.setToolTip('Mouth gain: how far the avatar\'s lips move for yours (1× as they do; '
+                                          'more opens a closed avatar mouth wider)')
+        self.mouth_gain_slider.valueChanged.connect(lambda t: self._emit(mouth_gain=t * GAIN.scale))
+        self.mouth_gain_slider.setEnabled(False)   # until the model says it names lip keypoints
         form.addRow(self.relative_check)
         form.addRow(self.adapt_scale_check)
         form.addRow('Smoothing', smooth_row)
+        form.addRow('Mouth gain', gain_row)
         return box
 
     def _model_group(self) -> QGroupBox:
@@ -275,7 +292,7 @@ class ControlsPanel(QWidget):
                    self.mirror_output_check, self.paste_back_check, self.auto_calibrate_check, self.overlay_slider,
                    self.zoom_slider,
                    self.offset_x_slider, self.offset_y_slider, self.smoothing_slider, self.fps_cap_spin,
-                   self.output_delay_spin]
+                   self.output_delay_spin, self.mouth_gain_slider]
         for w in widgets:
             w.blockSignals(True)
         try:
@@ -293,16 +310,32 @@ class ControlsPanel(QWidget):
             self.smoothing_slider.setValue(round(s.kp_smoothing / FRACTION.scale))
             self.fps_cap_spin.setValue(round(s.fps_cap or 0))
             self.output_delay_spin.setValue(round(s.output_delay_ms))
+            self._mouth_gain_chosen = s.mouth_gain is not None
+            if s.mouth_gain is not None:
+                self.mouth_gain_slider.setValue(round(s.mouth_gain / GAIN.scale))
         finally:
             for w in widgets:
                 w.blockSignals(False)
         # value labels follow valueChanged, which was blocked
         for slider, spec in ((self.overlay_slider, FRACTION), (self.zoom_slider, ZOOM),
                              (self.offset_x_slider, OFFSET), (self.offset_y_slider, OFFSET),
-                             (self.smoothing_slider, FRACTION)):
-            label = slider.parentWidget().findChild(QLabel)
-            if label is not None:
-                label.setText(spec.fmt(slider.value() * spec.scale))
+                             (self.smoothing_slider, FRACTION), (self.mouth_gain_slider, GAIN)):
+            _show_value(slider, spec)
+
+    def show_mouth_gain(self, gain: float | None) -> None:
+        """The model's gain in use (``EngineStats.mouth_gain``): None disables the slider (no lip keypoints); the
+        model's calibrated gain shows until the user picks one."""
+        slider = self.mouth_gain_slider
+        slider.setEnabled(gain is not None)
+        slider.setToolTip('No mouth gain: the model names no lip keypoints (or, with --remote-send crop, it is only on '
+                          'the server); the lips follow yours as they move' if gain is None else
+                          'Mouth gain: how far the avatar\'s lips move for yours (1× as they do; more opens a closed '
+                          'avatar mouth wider)')
+        if gain is not None and not self._mouth_gain_chosen and slider.value() != round(gain / GAIN.scale):
+            slider.blockSignals(True)
+            slider.setValue(round(gain / GAIN.scale))
+            slider.blockSignals(False)
+            _show_value(slider, GAIN)
 
     def set_view(self, show_crop_box: bool, show_keypoints: bool) -> None:
         for check, on in ((self.show_crop_box_check, show_crop_box), (self.show_keypoints_check, show_keypoints)):

@@ -268,6 +268,7 @@ class MainWindow(QMainWindow):
             return
         stats = engine.stats()
         self.status_panel.show_stats(stats)
+        self.controls.show_mouth_gain(stats.mouth_gain)
         problem = camera_problem(stats)
         if problem:
             self.camera_view.set_placeholder(problem)
