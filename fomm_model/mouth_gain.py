@@ -1,8 +1,8 @@
 """Mouth gain: scale the mouth keypoints' own motion, the part the rest of the face's motion does not explain.
 
 Why (assets/models/MODEL_CARD.md, "Mouth gain"): driven by relative motion from a closed-mouth anchor, the small face
-model opens a closed avatar mouth by about 0.4 of the driver's opening, though it opens it fully from the keypoints
-of a real open-mouthed frame. Each driving frame's mouth keypoints are compared with where an affine motion fitted
+model opens a closed avatar mouth to about half of the driver's opening (0.4-0.6 by amplitude), though it opens it
+fully from the keypoints of a real open-mouthed frame. Each driving frame's mouth keypoints are compared with where an affine motion fitted
 to the other keypoints (anchor -> frame) would put them; that residual, the lips' own movement, is multiplied by
 the gain. Head turns, nods and moves are affine on all keypoints and pass unchanged; gain 1 is the original motion.
 

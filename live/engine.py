@@ -361,6 +361,10 @@ class Engine:
             raise EngineError(str(exc)) from exc
         self._backend, self._backend_reason = animator.describe(), animator.selection_reason
         self._device_type = animator.runner.device.type
+        if animator.mouth_keypoints is None and self._settings.mouth_gain not in (None, 1.0):
+            self._notice('the mouth gain has no effect: ' + ('the model is only on the server (--remote-send crop)'
+                                                             if model.remote else 'this model names no lip keypoints')
+                         + '; the lips move as yours do')
         detector = self._make_detector()
         c = self.capture_options
         cropper = FaceCropper(animator.size, detector, detect_every=c.detect_every, asynchronous=not c.detect_sync)

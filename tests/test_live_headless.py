@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import AVATAR, SHARED
+from helpers import AVATAR, SHARED, make_checkpoint
 
 from fomm_model.video_io import read_video
 from live.app import split_command
@@ -34,6 +34,15 @@ def test_every_frame_of_a_file_is_written(tmp_path, capsys):
     assert 'torch on cpu (float32)' in printed and 'output:     ' in printed
     frames, fps = read_video(out)
     assert frames.shape[0] == 75 and fps == pytest.approx(25)
+
+
+def test_a_mouth_gain_on_a_model_without_lip_keypoints_is_reported(tmp_path, capsys):
+    plain = make_checkpoint(tmp_path / 'plain.pth.tar')   # face-128: no train_params.landmark_keypoints
+    assert headless_main(BASE + ['--checkpoint', str(plain), '--config', 'face-128', '--max-frames', '3',
+                                 '--mouth-gain', '2']) == 0
+    printed = capsys.readouterr().out
+    assert 'mouth gain: n/a' in printed
+    assert 'notice:     the mouth gain has no effect: this model names no lip keypoints' in printed
 
 
 def test_max_frames_writes_exactly_that_many(tmp_path, capsys):

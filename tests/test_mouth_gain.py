@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import AVATAR, CLIPS, FACE_CLIP, clip_frames, fomm, load_bundled, make_checkpoint
+from helpers import AVATAR, CLIPS, FACE_CLIP, clip_frames, fomm, load_bundled, make_checkpoint, make_clip
 
 from fomm_model import Animator, Keypoints, RelativeMotion, load_checkpoint, load_config
+from fomm_model.defaults import DEFAULT_CONFIG
 from fomm_model.evaluation.landmarks import FaceLandmarker
 from fomm_model.evaluation.transfer import closed_mouth_frame, measure_clip
 from fomm_model.mouth_gain import MouthGain, check_mouth_gain, default_mouth_gain, mouth_keypoints
@@ -127,3 +128,16 @@ def test_commands_say_what_is_wrong_with_a_mouth_gain(tmp_path):
                 '2', '--cpu')
     assert proc.returncode == 2 and '--mouth_gain needs a model trained with lip keypoints' in proc.stderr
     assert 'Traceback' not in proc.stderr and not (tmp_path / 'out.mp4').exists()
+    proc = fomm('animate', '--source_image', AVATAR, '--driving_video', FACE_CLIP, '--result_video',
+                tmp_path / 'out.mp4', '--mouth_gain', '2')
+    assert proc.returncode == 2 and '--mouth_gain scales relative motion: add --relative' in proc.stderr
+
+
+def test_fomm_animate_says_which_mouth_gain_it_used(tmp_path):
+    short = make_clip(tmp_path / 'short.mp4', frames=4)
+    calibrated = default_mouth_gain(load_config(DEFAULT_CONFIG))
+    for extra, said in (([], f"mouth gain: {calibrated:g} (the model's calibrated gain)"),
+                        (['--mouth_gain', '2'], 'mouth gain: 2 (--mouth_gain)')):
+        proc = fomm('animate', '--source_image', AVATAR, '--driving_video', short, '--result_video',
+                    tmp_path / 'out.mp4', '--relative', '--adapt_scale', '--backend', 'torch', '--cpu', *extra)
+        assert proc.returncode == 0 and said in proc.stderr, proc.stderr[-1500:]

@@ -68,6 +68,8 @@ def _check_result_path(args: argparse.Namespace, checkpoint: Path, config_path: 
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.mouth_gain is not None and not args.relative:
+        raise CliError('--mouth_gain scales relative motion: add --relative (absolute keypoints are used as they are)')
     config_name, checkpoint = resolve_model(args.config, args.checkpoint)
     config = load_config(config_name)
     _check_result_path(args, checkpoint, config.source)
@@ -84,6 +86,10 @@ def run(args: argparse.Namespace) -> int:
     check_mouth_gain_for(models, args.mouth_gain)
     animator = animator_for(models, args, relative=args.relative, adapt_scale=args.adapt_scale,
                             mouth_gain=args.mouth_gain)
+    if args.relative and animator.mouth_keypoints is not None:
+        print(f'mouth gain: {animator.mouth_gain:g} ('
+              + ('--mouth_gain' if args.mouth_gain is not None else "the model's calibrated gain") + ')',
+              file=sys.stderr)
     kp_source = animator.set_source(source)
 
     # keypoints of every driving frame first (cheap), so the anchor can be any frame
