@@ -221,6 +221,11 @@ def test_controls_and_shortcuts_reach_the_engine(qtbot, make_window):
     assert window.session.engine.settings.crop_zoom == pytest.approx(1.55) and c.zoom_slider.value() == 155
     qtbot.keyClick(window, Qt.Key.Key_0)
     assert window.session.engine.settings.passthrough is False and not c.passthrough_check.isChecked()
+    qtbot.keyClick(window, Qt.Key.Key_M)   # the mouth gain, from the 3.0 picked on the slider above
+    assert window.session.engine.settings.mouth_gain == pytest.approx(3.25) and c.mouth_gain_slider.value() == 325
+    qtbot.keyClick(window, Qt.Key.Key_N)
+    qtbot.keyClick(window, Qt.Key.Key_N)
+    assert window.session.engine.settings.mouth_gain == pytest.approx(2.75)
     qtbot.keyClick(window, Qt.Key.Key_O)
     assert window.session.prefs.show_keypoints and c.show_keypoints_check.isChecked()
     wait_frames(qtbot, window, 2)   # frames keep coming with the new settings

@@ -130,6 +130,17 @@ def test_settings_are_checked_toggled_and_remembered(harness, tmp_path):
     assert again.store.load_prefs().show_keypoints is True
 
 
+def test_the_mouth_gain_keys_start_from_the_gain_in_use(harness):
+    s = harness.session
+    assert s.nudge_mouth_gain(0.25).mouth_gain is None      # no engine yet: no gain known, and it says so
+    assert 'No mouth gain' in harness.payloads('notice')[-1][0]
+    s.start()
+    harness.pump_until(lambda: s.ready and s.engine.stats().mouth_gain is not None)
+    calibrated = s.engine.stats().mouth_gain
+    assert s.nudge_mouth_gain(0.25).mouth_gain == pytest.approx(calibrated + 0.25)
+    assert s.nudge_mouth_gain(10).mouth_gain == 5.0 and s.nudge_mouth_gain(-10).mouth_gain == 0.0
+
+
 def test_calibrate_needs_a_running_engine(harness):
     assert not harness.session.calibrate()
     assert 'engine is not running' in harness.payloads('notice')[-1][0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 CROP_STEP = 0.05
 ZOOM_STEP = 0.05
 OVERLAY_STEP = 0.1
+MOUTH_GAIN_STEP = 0.25
 
 # (keys, description, action): the window maps each action name to a method; 'avatar_number' gets the digit
 KEYS: tuple[tuple[tuple[str, ...], str, str], ...] = (
@@ -11,6 +12,8 @@ KEYS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (('F',), 'Auto-calibrate on/off', 'toggle:auto_calibrate'),
     (('[',), 'Avatar overlay weaker (to match poses)', f'nudge:overlay_alpha:{-OVERLAY_STEP}:0:1'),
     ((']',), 'Avatar overlay stronger', f'nudge:overlay_alpha:{OVERLAY_STEP}:0:1'),
+    (('M',), "Mouth gain up: the avatar's lips move further for yours", f'mouth_gain:{MOUTH_GAIN_STEP}'),
+    (('N',), 'Mouth gain down', f'mouth_gain:{-MOUTH_GAIN_STEP}'),
     (('A',), 'Previous avatar', 'avatar_step:-1'),
     (('D',), 'Next avatar', 'avatar_step:1'),
     (tuple(str(i) for i in range(1, 10)), 'Pick avatar 1-9', 'avatar_number'),

@@ -198,6 +198,8 @@ class MainWindow(QMainWindow):
             return lambda: self._show_settings(s.toggle(args[0]))
         if kind == 'nudge':
             return lambda: self._show_settings(s.nudge(args[0], *map(float, args[1:])))
+        if kind == 'mouth_gain':
+            return lambda: self._show_settings(s.nudge_mouth_gain(float(args[0])))
         if kind == 'offset':
             return lambda: self._show_settings(s.nudge_offset(*map(float, args)))
         if kind == 'view':

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fomm_model.model_store import ModelEntry, ModelStoreError, install, list_models
+from fomm_model.mouth_gain import MAX_MOUTH_GAIN
 
 from ..engine import Engine
 from ..options import CaptureOptions, ModelOptions, OutputOptions, Settings, replace_checked
@@ -191,6 +192,18 @@ class Session:
 
     def nudge(self, name: str, step: float, low: float, high: float) -> Settings:
         return self.apply_settings(**{name: round(min(max(getattr(self.settings, name) + step, low), high), 4)})
+
+    def nudge_mouth_gain(self, step: float) -> Settings:
+        """From the gain in use (the model's calibrated one until the user picks one); a notice when the model
+        has none."""
+        current = self.settings.mouth_gain
+        if current is None and self.engine is not None:
+            current = self.engine.stats().mouth_gain
+        if current is None:
+            self._emit('notice', ('No mouth gain: the model names no lip keypoints (or, with --remote-send crop, is '
+                                  'only on the server).', True))
+            return self.settings
+        return self.apply_settings(mouth_gain=round(min(max(current + step, 0.0), MAX_MOUTH_GAIN), 4))
 
     def nudge_offset(self, dx: float, dy: float) -> Settings:
         x, y = self.settings.crop_offset
