@@ -62,7 +62,7 @@ class EngineStats:
     backend: str = ''
     backend_reason: str = ''
     threads: str = ''                 # the model's CPU threads, fixed or adaptive, and why (live.model_threads)
-    mouth_gain: float | None = None   # the lip motion's gain in use; None: no lip keypoints (model, or remote crops)
+    mouth_gain: float | None = None   # the lip motion's gain in use; None: the model names no lip keypoints
     camera_state: str = 'stopped'     # opening | running | reconnecting | ended | stopped | failed
     camera_message: str = ''
     camera_resolution: tuple[int, int] | None = None
@@ -362,9 +362,7 @@ class Engine:
         self._backend, self._backend_reason = animator.describe(), animator.selection_reason
         self._device_type = animator.runner.device.type
         if animator.mouth_keypoints is None and self._settings.mouth_gain not in (None, 1.0):
-            self._notice('the mouth gain has no effect: ' + ('the model is only on the server (--remote-send crop)'
-                                                             if model.remote else 'this model names no lip keypoints')
-                         + '; the lips move as yours do')
+            self._notice('the mouth gain has no effect: this model names no lip keypoints; the lips move as yours do')
         detector = self._make_detector()
         c = self.capture_options
         cropper = FaceCropper(animator.size, detector, detect_every=c.detect_every, asynchronous=not c.detect_sync)

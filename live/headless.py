@@ -28,7 +28,7 @@ def format_summary(stats: EngineStats, wall_s: float) -> str:
     lines = [f'backend:    {stats.backend} [{stats.backend_reason}]',
              f'threads:    {stats.threads or "n/a"}',
              'mouth gain: ' + (f'{stats.mouth_gain:g}' if stats.mouth_gain is not None else
-                               'n/a (no lip keypoints in the model here: the lips move as yours)'),
+                               'n/a (the model names no lip keypoints: the lips move as yours)'),
              f'camera:     {stats.camera_state} {stats.camera_resolution or ""} '
              f'(source fps {stats.camera_fps or "n/a"})',
              f'face:       {stats.face_detector}',

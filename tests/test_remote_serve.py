@@ -62,14 +62,14 @@ def _frames(n: int) -> list[np.ndarray]:
 
 
 def _remote(server, local, send='keypoints', codec='raw', token=None, direct=True):
-    from fomm_model import Animator
     from fomm_model.inference.torch_runner import TorchRunner
+    from live.remote.connect import animator_on
     from live.remote.runner import RemoteRunner
     models, key, _ = local
     runner = RemoteRunner(server.url, token or server.token_file.read_text().strip(), send=send, codec=codec,
                           keypoint_runner=TorchRunner(models) if send == 'keypoints' else None, model_key=key,
                           token_source='the test', retry_s=0.5, direct=direct)
-    return runner, Animator(None if send == 'crop' else models, backend=runner, size=runner.size)
+    return runner, animator_on(runner, None if send == 'crop' else models)
 
 
 def _animate_all(animator, avatar, frames) -> list[np.ndarray]:

@@ -327,8 +327,8 @@ class ControlsPanel(QWidget):
         model's calibrated gain shows until the user picks one."""
         slider = self.mouth_gain_slider
         slider.setEnabled(gain is not None)
-        slider.setToolTip('No mouth gain: the model names no lip keypoints (or, with --remote-send crop, it is only on '
-                          'the server); the lips follow yours as they move' if gain is None else
+        slider.setToolTip('No mouth gain: the model names no lip keypoints; the lips follow yours as they move'
+                          if gain is None else
                           'Mouth gain: how far the avatar\'s lips move for yours (1× as they do; more opens a closed '
                           'avatar mouth wider)')
         if gain is not None and not self._mouth_gain_chosen and slider.value() != round(gain / GAIN.scale):

@@ -200,8 +200,7 @@ class Session:
         if current is None and self.engine is not None:
             current = self.engine.stats().mouth_gain
         if current is None:
-            self._emit('notice', ('No mouth gain: the model names no lip keypoints (or, with --remote-send crop, is '
-                                  'only on the server).', True))
+            self._emit('notice', ('No mouth gain: the model is not loaded yet, or names no lip keypoints.', True))
             return self.settings
         return self.apply_settings(mouth_gain=round(min(max(current + step, 0.0), MAX_MOUTH_GAIN), 4))
 

@@ -58,6 +58,8 @@ class ServerInfo:
     max_batch: int
     replica: str
     direct_port: int      # the replica's own port (Serve's direct ingress), 0: none
+    mouth_keypoints: list[int] | None = None   # the model's lip keypoints (None: it names none)
+    mouth_gain: float = 1.0                    # its calibrated mouth gain
 
     @property
     def limits(self) -> Limits:
@@ -100,7 +102,9 @@ class Connection:
         if welcome.type != 'welcome':
             raise RemoteError(f'unexpected answer to hello: {welcome.type}')
         self.info = ServerInfo(self.url, f['device'], f['runtime'], f['model'], f['model_key'], f['height'],
-                               f['width'], f['num_kp'], f['max_batch'], f['replica'], f['direct_port'])
+                               f['width'], f['num_kp'], f['max_batch'], f['replica'], f['direct_port'],
+                               [int(i) for i in f['mouth_keypoints'].split(',')] if f['mouth_keypoints'] else None,
+                               f['mouth_gain'])
 
     @property
     def open(self) -> bool:

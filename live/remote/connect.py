@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fomm_model import Animator
 from fomm_model.inference import RunnerError
@@ -11,6 +12,15 @@ from .runner import RemoteRunner
 from .tokens import TokenError, client_token
 
 log = logging.getLogger(__name__)
+
+
+def animator_on(runner: RemoteRunner, models: Any = None) -> Animator:
+    """An Animator whose model is on the server: relative motion stays here, with the lip keypoints and the
+    calibrated mouth gain of the server's model (with crops sent there is no model here to ask)."""
+    animator = Animator(models, backend=runner, size=runner.size, mouth_keypoints=runner.info.mouth_keypoints,
+                        mouth_gain=runner.info.mouth_gain)
+    animator.default_mouth_gain = runner.info.mouth_gain
+    return animator
 
 
 def remote_animator(model: ModelOptions) -> Animator:
@@ -33,6 +43,6 @@ def remote_animator(model: ModelOptions) -> Animator:
     runner = RemoteRunner(model.remote, token, send=model.remote_send, codec=model.remote_codec,
                           keypoint_runner=keypoint_runner, model_key=key, token_source=where)
     log.info('model on %s', runner.describe())
-    animator = Animator(models, backend=runner, size=runner.size)
+    animator = animator_on(runner, models)
     animator.selection_reason = f'--remote {runner.url}, token from {where}, replica {runner.info.replica}'
     return animator

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-PROTOCOL = 2                      # 2: the welcome names the replica's direct port
+PROTOCOL = 3                      # 2: the welcome names the replica's direct port; 3: the model's lip keypoints and gain
 MAX_HEADER = 4096                 # bytes of JSON header
 HELLO_LIMIT = MAX_HEADER + 4      # the first message carries no arrays
 IMAGE_CODECS = ('raw', 'jpeg', 'png')
@@ -73,7 +73,7 @@ CLIENT_MESSAGES: dict[str, MessageSpec] = {
 SERVER_MESSAGES: dict[str, MessageSpec] = {
     'welcome': MessageSpec({'protocol': int, 'server': str, 'device': str, 'runtime': str, 'model': str,
                             'model_key': str, 'height': int, 'width': int, 'num_kp': int, 'max_batch': int,
-                            'replica': str, 'direct_port': int}, {}),
+                            'replica': str, 'direct_port': int, 'mouth_keypoints': str, 'mouth_gain': float}, {}),
     'avatar_ready': MessageSpec({'server_ms': float, 'model_ms': float}, dict(KP)),
     'frame': MessageSpec({'server_ms': float, 'model_ms': float, 'batch': int}, {'image': IMAGE}),
     'keypoints': MessageSpec({'server_ms': float, 'model_ms': float}, dict(KP)),

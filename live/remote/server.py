@@ -176,7 +176,9 @@ class ModelServer:
                                    device=w.device_label, runtime=w.runner.describe(), model=w.model_name,
                                    model_key=w.model_key, height=w.size[0], width=w.size[1], num_kp=w.num_kp,
                                    max_batch=self.batcher.max_batch, replica=self.replica,
-                                   direct_port=await self._direct_port()))
+                                   direct_port=await self._direct_port(),
+                                   mouth_keypoints=','.join(map(str, w.mouth_keypoints or ())),
+                                   mouth_gain=w.mouth_gain))
 
     async def _direct_port(self) -> int:
         """This replica's own port under Serve's direct ingress, 0 when it has none (asked once it is known)."""

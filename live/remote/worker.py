@@ -18,6 +18,7 @@ import torch
 from fomm_model.config import frame_size
 from fomm_model.inference import SourceInputs, create_runner
 from fomm_model.inference.convert import image_to_tensor, tensor_to_image
+from fomm_model.mouth_gain import default_mouth_gain, mouth_keypoints
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ class ModelWorker:
         models, self.model_key = load_model(ModelOptions(config=options.config, checkpoint=options.checkpoint))
         self.size = frame_size(models.config)
         self.num_kp = int(models.config['model_params']['common_params']['num_kp'])
+        # relative motion (and its mouth gain) is the client's: it learns the model's lip keypoints from here
+        self.mouth_keypoints, self.mouth_gain = mouth_keypoints(models.config), default_mouth_gain(models.config)
         self.model_name = (Path(options.checkpoint).name if options.checkpoint else 'bundled face model') + \
             (f' ({options.config})' if options.config else '')
         selection = create_runner(models, self.size, 'torch', options.device, options.dtype)
