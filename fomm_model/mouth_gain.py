@@ -1,10 +1,11 @@
 """Mouth gain: scale the mouth keypoints' own motion, the part the rest of the face's motion does not explain.
 
-Why (assets/models/MODEL_CARD.md, "Mouth gain"): driven by relative motion from a closed-mouth anchor, the small face
-model opens a closed avatar mouth to about half of the driver's opening (0.4-0.6 by amplitude), though it opens it
-fully from the keypoints of a real open-mouthed frame. Each driving frame's mouth keypoints are compared with where an affine motion fitted
-to the other keypoints (anchor -> frame) would put them; that residual, the lips' own movement, is multiplied by
-the gain. Head turns, nods and moves are affine on all keypoints and pass unchanged; gain 1 is the original motion.
+Why (assets/models/MODEL_CARD.md, "Mouth gain"): driven by relative motion from a closed-mouth anchor, the small
+face model opens a closed avatar mouth to about half of the driver's opening (0.4-0.6 by amplitude), though it
+opens it fully from the keypoints of a real open-mouthed frame. Each driving frame's mouth keypoints are compared
+with where an affine motion fitted to the other keypoints (anchor -> frame) would put them; that residual, the
+lips' own movement, is multiplied by the gain. Head turns, nods and moves are affine on all keypoints and pass
+unchanged; gain 1 is the original motion.
 
 The mouth keypoints are those ``train_params.landmark_keypoints`` ties to the lips and mouth corners; a model
 without them (the original checkpoints) has no mouth gain. The default gain is the config's
@@ -71,7 +72,7 @@ class MouthGain:
         self._predict = (homogeneous(anchor[self.mouth]) @ fit).astype(np.float32)   # (M, K - M)
 
     def __call__(self, value: np.ndarray) -> np.ndarray:
-        """Keypoint values with the mouth keypoints' own motion scaled by the gain (a new array)."""
+        """Keypoint values with the mouth keypoints' own motion scaled by the gain (a new array; gain 1: ``value``)."""
         if self.gain == 1.0:
             return value
         value = np.array(value, np.float32)

@@ -75,6 +75,8 @@ ZOOM = SliderSpec(50, 300, 0.01, lambda v: f'{v:.2f}×')
 OFFSET = SliderSpec(-50, 50, 0.01, lambda v: f'{v:+.2f}')
 FRACTION = SliderSpec(0, 100, 0.01, lambda v: f'{v * 100:.0f}%')
 GAIN = SliderSpec(0, round(MAX_MOUTH_GAIN * 100), 0.01, lambda v: f'{v:.2f}×')
+MOUTH_GAIN_TIP = ("Mouth gain: how far the avatar's lips move for yours (1× as they do; more opens a closed avatar "
+                  'mouth wider; M / N)')
 
 
 def _show_value(slider: QSlider, spec: SliderSpec) -> None:
@@ -196,8 +198,7 @@ class ControlsPanel(QWidget):
         self.smoothing_slider.setToolTip('Keypoint smoothing: more is steadier but lags more')
         self.smoothing_slider.valueChanged.connect(lambda t: self._emit(kp_smoothing=t * FRACTION.scale))
         self.mouth_gain_slider, _, gain_row = _slider(GAIN)
-        self.mouth_gain_slider.setToolTip('Mouth gain: how far the avatar\'s lips move for yours (1× as they do; '
-                                          'more opens a closed avatar mouth wider)')
+        self.mouth_gain_slider.setToolTip(MOUTH_GAIN_TIP)
         self.mouth_gain_slider.valueChanged.connect(lambda t: self._emit(mouth_gain=t * GAIN.scale))
         self.mouth_gain_slider.setEnabled(False)   # until the model says it names lip keypoints
         form.addRow(self.relative_check)
@@ -327,10 +328,8 @@ class ControlsPanel(QWidget):
         model's calibrated gain shows until the user picks one."""
         slider = self.mouth_gain_slider
         slider.setEnabled(gain is not None)
-        slider.setToolTip('No mouth gain: the model names no lip keypoints; the lips follow yours as they move'
-                          if gain is None else
-                          'Mouth gain: how far the avatar\'s lips move for yours (1× as they do; more opens a closed '
-                          'avatar mouth wider)')
+        slider.setToolTip(MOUTH_GAIN_TIP if gain is not None else
+                          'No mouth gain: the model names no lip keypoints; the lips follow yours as they move')
         if gain is not None and not self._mouth_gain_chosen and slider.value() != round(gain / GAIN.scale):
             slider.blockSignals(True)
             slider.setValue(round(gain / GAIN.scale))
