@@ -2,6 +2,8 @@
 wider with it; the commands and the live app take it with clear errors."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -141,3 +143,36 @@ def test_fomm_animate_says_which_mouth_gain_it_used(tmp_path):
         proc = fomm('animate', '--source_image', AVATAR, '--driving_video', short, '--result_video',
                     tmp_path / 'out.mp4', '--relative', '--adapt_scale', '--backend', 'torch', '--cpu', *extra)
         assert proc.returncode == 0 and said in proc.stderr, proc.stderr[-1500:]
+
+
+def test_the_calibration_counts_closed_mouthed_avatars_on_clips_and_picks_a_gain(models, capsys, tmp_path):
+    """Real clips, real model, two gains: more gain moves the avatars' lips further, the winner is the gain with
+    the most pairs passing, and the command writes what it measured."""
+    from fomm_model.evaluation import mouth_gain_calibration as calibration
+    chosen = calibration.choose_clips(CLIPS, people=3, seed=0)
+    assert chosen == calibration.choose_clips(CLIPS, people=3, seed=0) and len({c.name.split('#')[0]
+                                                                                for c in chosen}) == 3
+    talking = [c for c in CLIPS if c.name.startswith(('lp_d3', 'iplap129', 'dpe_d'))]
+    with FaceLandmarker() as landmarker:
+        clips = {}
+        for clip in talking:
+            frames = clip_frames(40, clip)
+            clips[clip.name] = (frames, measure_clip(landmarker, frames))
+        result = calibration.calibrate(Animator(models, backend='torch', device='cpu'), clips, [1.0, 2.5],
+                                       landmarker)
+    for look in calibration.AVATAR_LOOKS:
+        low, high = result['gains']['1'][look], result['gains']['2.5'][look]
+        assert low['pairs'] == high['pairs'] and 0 < low['pairs'] <= 6 and high['passed'] <= high['pairs']
+        assert high['ratio_median'] > 1.3 * low['ratio_median'], (look, low, high)
+    assert result['passed'] == {g: sum(v['passed'] for v in looks.values()) for g, looks in result['gains'].items()}
+    best = max(result['passed'].values())
+    assert result['chosen'] == min(float(g) for g, n in result['passed'].items() if n == best)
+
+    out = tmp_path / 'calibration.json'
+    assert calibration.main(['--data', str(CLIPS[0].parent), '--people', '2', '--max_frames', '12', '--gains', '1,2',
+                             '--json', str(out)]) == 0
+    written = json.loads(out.read_text())
+    assert set(written['gains']) == {'1', '2'} and len(written['clips']) == 2
+    assert f"chosen: {written['chosen']:g}" in capsys.readouterr().out
+    assert calibration.main(['--gains', '1,9']) == 2
+    assert 'mouth gain must be between 0 and 5' in capsys.readouterr().err
