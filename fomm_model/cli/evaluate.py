@@ -6,7 +6,8 @@ the rebuilt frames (the paper's face metric), with L1 and both scores' static ba
 Reconstruction also scores the same person's mouth and eye opening (r and amplitude ratio, as transfer does):
 what the generator renders at all. Transfer: every avatar, cropped around its face as the live app crops it,
 animated by every clip (relative, adapt-scale, anchored on the first frame, or with --anchor closed_mouth on the
-clip's frame with the mouth most closed, as the app's calibration asks); per pair the Pearson correlation and
+clip's frame with the mouth most closed, as the app's calibration asks; the lips' motion scaled by the model's
+mouth gain, or --mouth_gain); per pair the Pearson correlation and
 amplitude ratio of mouth and eye opening between driver and output, how often the output has no face, and medians
 over pairs; and the ratio of the output's change of face shape to the driver's (distortion shows as > 1; reported,
 not a criterion). With --people_avatars, each test clip's person is an avatar too (its first frame, and its frame
