@@ -210,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError('--people_avatars drives each clip\'s person by the other clips: it needs at least two clips')
     avatars, avatar_crops = _avatars(avatar_dir, size, args.whole_avatars, args.crop_jitter)
     landmarker = _landmarker()
-    from ..evaluation.transfer import animate_clip, measure_clip, score_pair, summarize
+    from ..evaluation.transfer import animate_clip, closed_mouth_or_first, measure_clip, score_pair, summarize
 
     models = load_checkpoint(config, checkpoint, device='cpu', with_discriminator=False)
     absolute = animator_for(models, args, relative=False, adapt_scale=False)
@@ -226,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
             if len(frames) < MIN_FRAMES:
                 raise CliError(f'{video} has {len(frames)} frames; evaluation needs at least {MIN_FRAMES}')
             real = measure_clip(landmarker, frames)
-            anchors[video.name] = _closed_mouth_or_first(real) if args.anchor == 'closed_mouth' else 0
+            anchors[video.name] = closed_mouth_or_first(real) if args.anchor == 'closed_mouth' else 0
             progress.set_postfix_str(f'{video.name[:30]} reconstruction')
             reconstruction.append(_reconstruction_entry(video.name, frames, absolute, landmarker, real))
             progress.update()
@@ -262,13 +262,6 @@ def run(args: argparse.Namespace) -> int:
 PEOPLE_AVATARS = {'first_frame': 'first frame', 'mouth_closed': 'mouth most closed'}
 
 
-def _closed_mouth_or_first(measures: ClipMeasures) -> int:
-    """The clip's frame with the mouth most closed (the first frame where no face is found in any)."""
-    from ..evaluation.transfer import closed_mouth_frame
-    closed = closed_mouth_frame(measures)
-    return 0 if closed is None else closed
-
-
 def _people_transfer(clips: dict[str, tuple[list[np.ndarray], ClipMeasures]], anchors: dict[str, int], animator,
                      landmarker, progress) -> dict:
     """Each clip's person as an avatar (its first frame, its most closed mouth) driven by every other clip.
@@ -276,8 +269,8 @@ def _people_transfer(clips: dict[str, tuple[list[np.ndarray], ClipMeasures]], an
     Why: the portraits mix three things (another person, a painting, a closed mouth); held-out people taken from
     the test clips, already framed as the model was trained, separate the closed mouth from the rest.
     """
-    from ..evaluation.transfer import animate_clip, measure_clip, score_pair, summarize
-    chosen = {name: {'first_frame': 0, 'mouth_closed': _closed_mouth_or_first(real)}
+    from ..evaluation.transfer import animate_clip, closed_mouth_or_first, measure_clip, score_pair, summarize
+    chosen = {name: {'first_frame': 0, 'mouth_closed': closed_mouth_or_first(real)}
               for name, (_, real) in clips.items()}
     out: dict = {'avatar_frames': chosen}
     for kind in PEOPLE_AVATARS:

@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from ..animation import Animator
 from ..mouth_gain import check_mouth_gain
-from .transfer import animate_clip, closed_mouth_frame, measure_clip, score_pair
+from .metrics import median
+from .transfer import animate_clip, closed_mouth_or_first, measure_clip, score_pair
 
 AVATAR_LOOKS = ('photo', 'painted')
 
@@ -41,14 +42,14 @@ def choose_clips(videos: Sequence[Path], people: int, seed: int = 0) -> list[Pat
     return [sorted(by_person[p])[0] for p in chosen]
 
 
-def closed_mouth_avatars(clips: dict[str, tuple[list[np.ndarray], object]]) -> dict[tuple[str, str], np.ndarray]:
-    """(clip, look) -> the clip's frame with the mouth most closed, as filmed and painted (a style drawn from
+def closed_mouth_avatars(clips: dict[str, tuple[list[np.ndarray], object]],
+                         closed: dict[str, int]) -> dict[tuple[str, str], np.ndarray]:
+    """(clip, look) -> the clip's frame ``closed[clip]``, as filmed and painted (a style drawn from
     ``default_rng(i)`` for the i-th clip by name, so runs agree)."""
     from ..training.painting_style import draw_style
     avatars = {}
-    for i, (name, (frames, real)) in enumerate(sorted(clips.items())):
-        closed = closed_mouth_frame(real)
-        frame = frames[closed if closed is not None else 0]
+    for i, (name, (frames, _)) in enumerate(sorted(clips.items())):
+        frame = frames[closed[name]]
         avatars[name, 'photo'] = frame
         avatars[name, 'painted'] = draw_style(np.random.default_rng(i), frame.shape[:2])(frame)
     return avatars
@@ -57,10 +58,10 @@ def closed_mouth_avatars(clips: dict[str, tuple[list[np.ndarray], object]]) -> d
 def calibrate(animator: Animator, clips: dict[str, tuple[list[np.ndarray], object]], gains: Sequence[float],
               landmarker) -> dict:
     """Per gain and look: the pairs passing the mouth check, and the medians; ``chosen``: the winning gain."""
-    from .metrics import median
-    avatars = closed_mouth_avatars(clips)
-    anchors = {name: closed_mouth_frame(real) or 0 for name, (_, real) in clips.items()}
-    runs = len(gains) * sum(1 for (person, _) in avatars for video in clips if video != person)
+    # each clip's most closed mouth: where it starts as a driver (the anchor) and how it poses as an avatar
+    anchors = {name: closed_mouth_or_first(real) for name, (_, real) in clips.items()}
+    avatars = closed_mouth_avatars(clips, anchors)
+    runs = len(gains) * len(AVATAR_LOOKS) * len(clips) * (len(clips) - 1)
     results: dict = {}
     with tqdm(total=runs, desc='calibrating', unit='pair') as progress:
         for gain in gains:

@@ -101,6 +101,12 @@ def closed_mouth_frame(measures: ClipMeasures) -> int | None:
     return int(np.flatnonzero(known)[np.argmin(measures.mouth[known])]) if known.any() else None
 
 
+def closed_mouth_or_first(measures: ClipMeasures) -> int:
+    """:func:`closed_mouth_frame`, or the first frame when no frame has a face: an anchor or avatar frame always."""
+    closed = closed_mouth_frame(measures)
+    return 0 if closed is None else closed
+
+
 def score_pair(driver: ClipMeasures, output: ClipMeasures, avatar: str = '', video: str = '') -> PairScore:
     """Compare the driver's signals with the output's, frame by frame."""
     if len(driver.landmarks) != len(output.landmarks):
