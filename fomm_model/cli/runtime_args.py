@@ -35,9 +35,13 @@ def add_runtime_arguments(parser: argparse.ArgumentParser, backend: str) -> None
 
 def _mouth_gain(text: str) -> float:
     try:
-        return check_mouth_gain(float(text))
+        gain = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'not a number: {text!r}') from None
+    try:
+        return check_mouth_gain(gain)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc) if 'mouth gain' in str(exc) else f'not a number: {text!r}') from None
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_mouth_gain_argument(parser: argparse.ArgumentParser) -> None:
