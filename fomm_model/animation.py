@@ -17,7 +17,6 @@ from .config import frame_size
 from .inference import FrameGenerator, Runner, create_runner
 from .inference.convert import image_to_tensor, tensor_to_image
 from .keypoints import Keypoints, RelativeMotion
-from .lip_retarget import LipRetargeter
 from .models import Models
 from .mouth_gain import check_mouth_gain, default_mouth_gain
 from .mouth_gain import mouth_keypoints as mouth_keypoint_indices
@@ -38,8 +37,6 @@ class Animator:
     runner that holds no model here (a remote one) can come with ``models=None`` and the frame ``size``.
     ``mouth_gain``: scale of the driver's lip motion in relative mode (:mod:`fomm_model.mouth_gain`); None takes
     the model config's calibrated gain; ``mouth_keypoints`` (default: the config's) names the lip keypoints.
-    ``lip_retargeter``: the learnt lip correction applied after the gain (:mod:`fomm_model.lip_retarget`);
-    ``'model'`` (default) takes the one the checkpoint carries, if any; None turns it off.
     """
 
     def __init__(self, models: Models | None, *, backend: str | Runner = 'auto',
@@ -47,7 +44,7 @@ class Animator:
                  channels_last: bool | None = None, relative: bool = True, adapt_scale: bool = True,
                  relative_jacobian: bool = True, verify: bool = True, model_key: str | None = None,
                  size: tuple[int, int] | None = None, mouth_gain: float | None = None,
-                 mouth_keypoints: list[int] | None = None, lip_retargeter: LipRetargeter | None | str = 'model'):
+                 mouth_keypoints: list[int] | None = None):
         if models is None and (size is None or not isinstance(backend, Runner)):
             raise ValueError('Animator without models needs a ready runner and the frame size')
         self.size = tuple(size) if size is not None else frame_size(models.config)
@@ -61,11 +58,6 @@ class Animator:
         self.mouth_keypoints = mouth_keypoints if mouth_keypoints is not None else mouth_keypoint_indices(config)
         self.default_mouth_gain = default_mouth_gain(config)
         self._mouth_gain = self.default_mouth_gain if mouth_gain is None else check_mouth_gain(mouth_gain)
-        if isinstance(lip_retargeter, str):
-            if lip_retargeter != 'model':
-                raise ValueError(f"lip_retargeter: 'model', None or a LipRetargeter, not {lip_retargeter!r}")
-            lip_retargeter = models.lip_retargeter if models is not None else None
-        self.lip_retargeter = lip_retargeter if self.mouth_keypoints is not None else None
         self.prepared: Any = None
         self.kp_source: Keypoints | None = None
         self.kp_anchor: Keypoints | None = None
@@ -135,7 +127,7 @@ class Animator:
             self.motion = None
         else:
             self.motion = RelativeMotion(self.kp_source, self.kp_anchor, self._adapt_scale, self.relative_jacobian,
-                                         self.mouth_keypoints, self.mouth_gain, self.lip_retargeter)
+                                         self.mouth_keypoints, self.mouth_gain)
 
     # -- frames ---------------------------------------------------------------------------------------
     def normalize(self, kp_driving: Keypoints) -> Keypoints:

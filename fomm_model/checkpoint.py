@@ -10,8 +10,6 @@ from pathlib import Path
 import torch
 
 from .config import config_name, load_config
-from .lip_retarget import STATE_KEY as LIP_RETARGET_KEY
-from .lip_retarget import LipRetargeter
 from .models import Models, build_models
 from .output_paths import atomic_output
 from .output_paths import atomic_write_bytes as _atomic_write_bytes
@@ -157,21 +155,7 @@ def load_checkpoint(config: dict | str, path: str | Path, device: str | torch.de
             models.discriminator = None
         else:
             models.discriminator.load_state_dict(state)
-    models.lip_retargeter = lip_retargeter_of(ckpt, path)
     return models.to(device).eval()
-
-
-def lip_retargeter_of(ckpt: dict, path: str | Path) -> LipRetargeter | None:
-    """The lip retargeter a checkpoint carries beside the original layout (None when it has none)."""
-    state = ckpt.get(LIP_RETARGET_KEY)
-    if state is None:
-        return None
-    try:
-        return LipRetargeter.from_state(state)
-    except (KeyError, TypeError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: its lip retargeter ({LIP_RETARGET_KEY!r}) cannot be read ({exc}); "
-                              f"retrain it with python -m fomm_model.training.lip_retarget, or load the model "
-                              f"without it by removing that key") from exc
 
 
 def atomic_write_bytes(data: bytes, path: str | Path) -> None:

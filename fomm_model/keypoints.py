@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from scipy.spatial import ConvexHull, QhullError
 
-from .lip_retarget import LipRetargeter
 from .mouth_gain import MouthGain
 
 
@@ -79,47 +78,28 @@ class RelativeMotion:
     s = sqrt(hull area of source) / sqrt(hull area of anchor) when ``adapt_scale`` (from the first batch item,
     as the original), else 1. Works on single keypoint sets and on batches (numpy broadcasting).
     With ``mouth_keypoints`` and a ``mouth_gain`` other than 1, the driving frame's lip motion is first scaled
-    (:class:`~fomm_model.mouth_gain.MouthGain`), and a ``lip_retargeter`` adds its offsets to the lip keypoints
-    (:mod:`fomm_model.lip_retarget`); the original has neither step.
+    (:class:`~fomm_model.mouth_gain.MouthGain`); the original has no such step.
     """
 
     def __init__(self, kp_source: Keypoints, kp_anchor: Keypoints, adapt_scale: bool = True,
                  relative_jacobian: bool = True, mouth_keypoints: Sequence[int] | None = None,
-                 mouth_gain: float = 1.0, lip_retargeter: LipRetargeter | None = None):
+                 mouth_gain: float = 1.0):
         self.kp_source = kp_source
         self.kp_anchor = kp_anchor
         self.adapt_scale = adapt_scale
         self.relative_jacobian = relative_jacobian
-        self.mouth_keypoints = list(mouth_keypoints) if mouth_keypoints is not None else None
-        self.lip_retargeter = lip_retargeter if mouth_keypoints is not None else None
         self.mouth_gain = (MouthGain(kp_anchor.value, mouth_keypoints, mouth_gain)
-                           if mouth_keypoints is not None and (mouth_gain != 1.0 or self.lip_retargeter is not None)
-                           else None)
+                           if mouth_keypoints is not None and mouth_gain != 1.0 else None)
         self.scale = movement_scale(kp_source, kp_anchor) if adapt_scale else 1.0
         anchor_inv = np.linalg.inv(np.asarray(kp_anchor.jacobian, np.float64))
         # J_anchor^-1 J_source: constant until the avatar or the anchor changes
         self._jacobian_factor = (anchor_inv @ np.asarray(kp_source.jacobian, np.float64)).astype(np.float32)
 
-    def lip_residual(self, kp_driving: Keypoints) -> np.ndarray:
-        """(..., M, 2) the lips' own motion in the avatar's units, the mouth gain applied: what the lip
-        retargeter reads (:mod:`fomm_model.lip_retarget`)."""
-        if self.mouth_keypoints is None:
-            raise ValueError('no mouth keypoints: this motion has no lip residual')
-        gain = MouthGain(self.kp_anchor.value, self.mouth_keypoints, 1.0) if self.mouth_gain is None else self.mouth_gain
-        return gain.residual(kp_driving.value) * np.float32(self.scale * gain.gain)
-
     def __call__(self, kp_driving: Keypoints) -> Keypoints:
         driving = kp_driving.value if self.mouth_gain is None else self.mouth_gain(kp_driving.value)
         value = (driving - self.kp_anchor.value) * np.float32(self.scale) + self.kp_source.value
         jacobian = kp_driving.jacobian @ self._jacobian_factor if self.relative_jacobian else kp_driving.jacobian
-        value, jacobian = value.astype(np.float32, copy=False), jacobian.astype(np.float32, copy=False)
-        if self.lip_retargeter is not None:
-            d_value, d_jacobian = self.lip_retargeter.offsets(self.kp_source.value, self.kp_source.jacobian,
-                                                              self.lip_residual(kp_driving))
-            value, jacobian = value.copy(), jacobian.copy()
-            value[..., self.mouth_keypoints, :] += d_value
-            jacobian[..., self.mouth_keypoints, :, :] += d_jacobian
-        return Keypoints(value, jacobian)
+        return Keypoints(value.astype(np.float32, copy=False), jacobian.astype(np.float32, copy=False))
 
 
 def normalize_kp(kp_source: dict, kp_driving: dict, kp_driving_initial: dict, adapt_movement_scale: bool = False,

@@ -7,21 +7,17 @@ import torch
 from torch import nn
 
 from .config import load_config
-from .lip_retarget import LipRetargeter
 from .modules import KPDetector, MultiScaleDiscriminator, OcclusionAwareGenerator
 
 
 @dataclass
 class Models:
-    """The networks of one FOMM model. ``discriminator`` is None when not built or not in a checkpoint;
-    ``lip_retargeter`` is the optional lip retargeter a checkpoint may carry (:mod:`fomm_model.lip_retarget`): not one
-    of the trained :meth:`modules`, it is used in relative mode only."""
+    """The networks of one FOMM model. ``discriminator`` is None when not built or not in a checkpoint."""
 
     kp_detector: KPDetector
     generator: OcclusionAwareGenerator
     discriminator: MultiScaleDiscriminator | None
     config: dict
-    lip_retargeter: LipRetargeter | None = None
 
     def modules(self) -> dict[str, nn.Module]:
         out = {'kp_detector': self.kp_detector, 'generator': self.generator}
