@@ -71,11 +71,15 @@ class MouthGain:
         fit = np.linalg.pinv(homogeneous(anchor[self.rest]))
         self._predict = (homogeneous(anchor[self.mouth]) @ fit).astype(np.float32)   # (M, K - M)
 
+    def residual(self, value: np.ndarray) -> np.ndarray:
+        """(..., M, 2) the mouth keypoints' own motion in ``value``: their offset from the affine fit's prediction."""
+        value = np.asarray(value, np.float32)
+        return value[..., self.mouth, :] - self._predict @ value[..., self.rest, :]
+
     def __call__(self, value: np.ndarray) -> np.ndarray:
         """Keypoint values with the mouth keypoints' own motion scaled by the gain (a new array; gain 1: ``value``)."""
         if self.gain == 1.0:
             return value
         value = np.array(value, np.float32)
-        rigid = self._predict @ value[..., self.rest, :]
-        value[..., self.mouth, :] += np.float32(self.gain - 1.0) * (value[..., self.mouth, :] - rigid)
+        value[..., self.mouth, :] += np.float32(self.gain - 1.0) * self.residual(value)
         return value

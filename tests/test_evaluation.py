@@ -104,6 +104,7 @@ def test_the_driver_against_itself_scores_r_one_and_ratio_one(talking_measures):
     assert pair.signals['mouth'].exercised and pair.passed
     summary = summarize([pair, pair])
     assert summary['passed'] and summary['pairs_passed'] == 2 and summary['mouth']['r_median'] == pytest.approx(1)
+    assert summary['mouth']['r_interval'] == pytest.approx([1, 1])   # every resampled median is 1
     assert pair.shape.ratio == pytest.approx(1.0) and pair.shape.driver_mean > 0
 
 
@@ -255,6 +256,14 @@ def test_cli_evaluate_writes_json(tmp_path):
         assert set(pair['mouth']) >= {'r', 'ratio', 'driver_std', 'output_std', 'exercised', 'passed'}
         assert pair['shape']['frames'] == 6 and pair['shape']['output_mean'] >= 0
     assert set(transfer['shape']) == {'pairs_exercised', 'ratio_median'}
+    for name in ('mouth', 'eyes'):   # each median with its interval over resampled avatars and clips (None: no pair)
+        s = transfer[name]
+        assert set(s) >= {'r_interval', 'ratio_interval'}
+        if s['pairs_exercised']:
+            assert s['r_interval'][0] <= s['r_median'] <= s['r_interval'][1]
+        else:
+            assert s['r_interval'] is None and s['ratio_interval'] is None
+    assert '95% intervals of the medians' in proc.stdout
     assert 'AKD' in proc.stdout and 'pairs pass' in proc.stdout and 'transfer face shape' in proc.stdout
 
 

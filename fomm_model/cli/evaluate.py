@@ -301,6 +301,13 @@ def _fmt(value: float | None, spec: str = '.3f') -> str:
     return 'n/a' if value is None else format(value, spec)
 
 
+def _with_interval(scores: dict, key: str) -> str:
+    """'0.68 [0.53-0.80]': a median with its interval (:func:`~fomm_model.evaluation.transfer.signal_intervals`)."""
+    interval = scores.get(f'{key}_interval')
+    text = _fmt(scores[f'{key}_median'], '.2f')
+    return text + (f' [{interval[0]:.2f}-{interval[1]:.2f}]' if interval else '')
+
+
 def _print(summary: dict, json_path: Path | None) -> None:
     from ..evaluation.transfer import SIGNALS
     rec, tr = summary['reconstruction'], summary['transfer']
@@ -317,18 +324,20 @@ def _print(summary: dict, json_path: Path | None) -> None:
           + f", mouth gain {summary['mouth_gain']:g}")
     for name in SIGNALS:
         s = tr[name]
-        print(f"transfer {name}: median r {_fmt(s['r_median'], '.2f')}, median amplitude ratio "
-              f"{_fmt(s['ratio_median'], '.2f')} over {s['pairs_exercised']} pairs that move it")
+        print(f"transfer {name}: median r {_with_interval(s, 'r')}, median amplitude ratio "
+              f"{_with_interval(s, 'ratio')} over {s['pairs_exercised']} pairs that move it")
     shape = tr['shape']
     print(f"transfer face shape: median ratio {_fmt(shape['ratio_median'], '.2f')} of the driver's change over "
           f"{shape['pairs_exercised']} pairs whose driver changes it (~1 follows, >1 distorts; reported only)")
     for kind, label in PEOPLE_AVATARS.items() if 'transfer_people' in summary else ():
         people = summary['transfer_people'][kind]
         print(f"transfer, held-out people as avatars ({label}): "
-              + ', '.join(f"{name} median r {_fmt(people[name]['r_median'], '.2f')} / ratio "
-                          f"{_fmt(people[name]['ratio_median'], '.2f')}" for name in SIGNALS)
+              + ', '.join(f"{name} median r {_with_interval(people[name], 'r')} / ratio "
+                          f"{_with_interval(people[name], 'ratio')}" for name in SIGNALS)
               + f", face shape {_fmt(people['shape']['ratio_median'], '.2f')}; {people['pairs_passed']}/"
                 f"{people['pairs']} pairs pass, overall {'PASS' if people['passed'] else 'FAIL'}")
+    print('(in brackets: 95% intervals of the medians with other avatars and driving clips like these, both '
+          'resampled)')
     print(f"transfer: {tr['pairs_passed']}/{tr['pairs']} pairs pass, median no-face rate "
           f"{100 * (tr['no_face_rate_median'] or 0):.1f}%, overall {'PASS' if tr['passed'] else 'FAIL'}"
           + (f' -> {json_path}' if json_path else '') + f" ({summary['seconds']} s)")

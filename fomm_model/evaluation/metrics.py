@@ -17,7 +17,7 @@ when it distorts.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -171,3 +171,73 @@ def median(values: Iterable[float | None]) -> float | None:
     """Median of the known values (None when there are none)."""
     known = [v for v in values if v is not None and math.isfinite(v)]
     return float(np.median(known)) if known else None
+
+
+INTERVAL_LEVEL = 0.95
+INTERVAL_ROUNDS = 2000
+
+
+def _tables(*series: Mapping[tuple[str, str], float | None]) -> list[np.ndarray]:
+    """Each series as an (avatar x driving clip) table over the pairs known in every series (NaN elsewhere)."""
+    known = [{k: float(v) for k, v in values.items() if v is not None and math.isfinite(v)} for values in series]
+    keys = set.intersection(*(set(k) for k in known)) if known else set()
+    rows, cols = sorted({a for a, _ in keys}), sorted({d for _, d in keys})
+    tables = []
+    for values in known:
+        table = np.full((len(rows), len(cols)), np.nan)
+        for a, d in keys:
+            table[rows.index(a), cols.index(d)] = values[a, d]
+        tables.append(table)
+    return tables
+
+
+def _resampled_medians(tables: list[np.ndarray], rounds: int, seed: int) -> np.ndarray:
+    """(rounds, len(tables)) medians over the pairs of avatars and driving clips drawn with replacement (the same
+    draw for every table, so that tables of one set of pairs are compared pair for pair)."""
+    n_rows, n_cols = tables[0].shape
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(rounds):
+        rows, cols = rng.integers(n_rows, size=n_rows), rng.integers(n_cols, size=n_cols)
+        drawn = [t[np.ix_(rows, cols)] for t in tables]
+        drawn = [d[np.isfinite(d)] for d in drawn]
+        if drawn[0].size:
+            out.append([float(np.median(d)) for d in drawn])
+    return np.array(out)
+
+
+def _percentiles(samples: np.ndarray, level: float) -> tuple[float, float]:
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(samples, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def median_interval(values: Mapping[tuple[str, str], float | None], rounds: int = INTERVAL_ROUNDS,
+                    level: float = INTERVAL_LEVEL, seed: int = 0) -> tuple[float, float] | None:
+    """Percentile interval of the median of per-pair ``values`` keyed by (avatar, driving clip), resampling the
+    avatars and the driving clips (two-way bootstrap: each round draws both with replacement and takes the median
+    over every pair of the drawn ones that has a value).
+
+    Why both: a pair shares its avatar with the other pairs of that avatar and its driver with the other pairs of
+    that driver, so resampling pairs alone would treat 49 pairs of 7 portraits and 7 clips as 49 independent draws;
+    the interval says how far the median could move with other portraits and other drivers like these. None when
+    there are no values.
+    """
+    (table,) = _tables(values)
+    if not np.isfinite(table).any():
+        return None
+    return _percentiles(_resampled_medians([table], rounds, seed)[:, 0], level)
+
+
+def median_difference(before: Mapping[tuple[str, str], float | None], after: Mapping[tuple[str, str], float | None],
+                      rounds: int = INTERVAL_ROUNDS, level: float = INTERVAL_LEVEL,
+                      seed: int = 0) -> tuple[float, float, float] | None:
+    """(median of ``after`` - median of ``before``, and its interval) over the pairs both score, avatars and driving
+    clips resampled together for both, so that what the two runs share (the same hard portrait, the same still
+    driver) cancels. None when they share no pair."""
+    tables = _tables(before, after)
+    if not np.isfinite(tables[0]).any():
+        return None
+    medians = _resampled_medians(tables, rounds, seed)
+    low, high = _percentiles(medians[:, 1] - medians[:, 0], level)
+    return float(np.nanmedian(tables[1]) - np.nanmedian(tables[0])), low, high

@@ -16,7 +16,7 @@ import numpy as np
 from ..animation import Animator
 from .landmarks import FaceLandmarker, eye_opening, mouth_opening, shape_change
 from .metrics import (AMPLITUDE_RANGE, MAX_NO_FACE_RATE, MIN_CORRELATION, ShapeScore, SignalScore, median,
-                      score_shape, score_signal)
+                      median_interval, score_shape, score_signal)
 
 SIGNALS = ('mouth', 'eyes')
 # Below these driver stds (in inter-ocular distances) a signal is "not exercised" by the clip. Measured on the
@@ -125,8 +125,23 @@ def signal_medians(scores: Sequence[SignalScore]) -> tuple[int, float | None, fl
     return len(used), median(s.r if s.r is not None else -1.0 for s in used), median(s.ratio for s in used)
 
 
+def signal_intervals(pairs: Sequence[PairScore], name: str) -> dict:
+    """95% intervals of a signal's median r and median amplitude ratio over the pairs that exercise it, avatars and
+    driving clips resampled (:func:`~fomm_model.evaluation.metrics.median_interval`); an undefined r counts as -1,
+    as in :func:`signal_medians`."""
+    used = [p for p in pairs if p.signals[name].exercised]
+    r = {(p.avatar, p.video): p.signals[name].r if p.signals[name].r is not None else -1.0 for p in used}
+    ratio = {(p.avatar, p.video): p.signals[name].ratio for p in used}
+    return {'r_interval': _listed(median_interval(r)), 'ratio_interval': _listed(median_interval(ratio))}
+
+
+def _listed(interval: tuple[float, float] | None) -> list[float] | None:
+    return list(interval) if interval is not None else None
+
+
 def summarize(pairs: Sequence[PairScore]) -> dict:
-    """Medians over pairs (each signal over the pairs that exercised it) and the overall verdict.
+    """Medians over pairs (each signal over the pairs that exercised it), their 95% intervals over other avatars
+    and drivers like these (:func:`signal_intervals`), and the overall verdict.
 
     The verdict is that of a median pair: every signal exercised by some pair has a median correlation and a
     median amplitude ratio that would pass, and the median no-face rate is within bounds.
@@ -136,7 +151,7 @@ def summarize(pairs: Sequence[PairScore]) -> dict:
     verdicts = []
     for name in SIGNALS:
         used, r, ratio = signal_medians([p.signals[name] for p in pairs])
-        out[name] = {'pairs_exercised': used, 'r_median': r, 'ratio_median': ratio}
+        out[name] = {'pairs_exercised': used, 'r_median': r, 'ratio_median': ratio, **signal_intervals(pairs, name)}
         if used:
             verdicts.append(r is not None and r >= MIN_CORRELATION and ratio is not None
                             and AMPLITUDE_RANGE[0] <= ratio <= AMPLITUDE_RANGE[1])
