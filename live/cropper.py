@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from fomm_model.face_detection import FACE_FRAMING, Framing
+from fomm_model.smoothing import OneEuroFilter
 
 from .detection_worker import DetectionWorker
-from .one_euro import OneEuroFilter
 from .resize import downscale
 
 log = logging.getLogger(__name__)

@@ -16,11 +16,11 @@ import numpy as np
 
 from fomm_model import Animator, Keypoints
 from fomm_model.keypoints import pose_distance
+from fomm_model.smoothing import KeypointSmoother
 
 from .avatar import AvatarInfo
 from .cropper import KEYPOINT_JUMP, FaceCropper
 from .cv2_compat import cv2
-from .one_euro import OneEuroFilter
 from .options import Settings
 
 log = logging.getLogger(__name__)
@@ -47,11 +47,6 @@ class FrameResult:
     output_unmirrored: np.ndarray | None = field(default=None, repr=False)
 
 
-def smoothing_cutoff(strength: float) -> float:
-    """Keypoint One-Euro min cut-off (Hz) for a 0..1 strength: 0.01 -> ~9 Hz (barely), 1 -> 0.3 Hz (strong)."""
-    return float(10.0 ** (1.0 - 1.5 * min(max(strength, 0.0), 1.0)))
-
-
 def blend(a: Keypoints, b: Keypoints, weight_b: float) -> Keypoints:
     """(1 - w) a + w b, value and jacobian."""
     w = np.float32(weight_b)
@@ -70,8 +65,7 @@ class Pipeline:
         self.auto_calibrations = 0
         self.compositor = None                      # pastes the animated face into the whole avatar image
         self._calibrate_next = False
-        self._kp_filter: OneEuroFilter | None = None
-        self._kp_strength = 0.0
+        self._kp_smoother = KeypointSmoother()
         self.shown: Keypoints | None = None         # normalised keypoints last animated
         self._lost_since: float | None = None
         self._recovering = 0
@@ -116,16 +110,8 @@ class Pipeline:
             if a.kp_source is not None and a.kp_anchor is not None else None
 
     def _smooth(self, kp: Keypoints, strength: float, t: float) -> Keypoints:
-        if strength <= 0:
-            self._kp_filter = None
-            return kp
-        if self._kp_filter is None or strength != self._kp_strength:
-            self._kp_filter = OneEuroFilter(min_cutoff=smoothing_cutoff(strength), beta=0.5, d_cutoff=1.0)
-            self._kp_strength = strength
-        flat = np.concatenate([kp.value.ravel(), kp.jacobian.ravel()])
-        out = self._kp_filter(flat, t).astype(np.float32)
-        n = kp.value.size
-        return Keypoints(out[:n].reshape(kp.value.shape), out[n:].reshape(kp.jacobian.shape))
+        self._kp_smoother.strength = strength
+        return self._kp_smoother(kp, t)
 
     # -- the frame ----------------------------------------------------------------------------------
     def process(self, image: np.ndarray, index: int, timestamp: float, s: Settings) -> FrameResult:

@@ -34,6 +34,7 @@ from fomm_model.evaluation.transfer import (
     ClipMeasures,
     animate_clip,
     clip_measures,
+    driving_keypoints,
     closed_mouth_frame,
     measure_clip,
     score_pair,
@@ -230,7 +231,7 @@ def test_cli_evaluate_writes_json(tmp_path):
     iio.imwrite(avatars / 'no_face.png', gradient)
     out = tmp_path / 'scores.json'
     proc = fomm('evaluate', '--data', data, '--avatars', avatars, '--max_frames', 6, '--cpu', '--json', out,
-                timeout=300)
+                '--kp_smoothing', 0.25, timeout=300)
     assert proc.returncode == 0, proc.stderr
     scores = json.loads(out.read_text())
     rec, transfer = scores['reconstruction'], scores['transfer']
@@ -264,6 +265,7 @@ def test_cli_evaluate_writes_json(tmp_path):
         else:
             assert s['r_interval'] is None and s['ratio_interval'] is None
     assert '95% intervals of the medians' in proc.stdout
+    assert scores['kp_smoothing'] == 0.25 and 'keypoints smoothed at 0.25' in proc.stdout
     assert 'AKD' in proc.stdout and 'pairs pass' in proc.stdout and 'transfer face shape' in proc.stdout
 
 
@@ -290,6 +292,10 @@ def test_cli_evaluate_bad_input_is_a_clear_error(tmp_path, capsys):
                            'needs at least two clips')]:
         assert main(['evaluate', *args]) == 2, args
         assert message in capsys.readouterr().err
+    for value, message in (('1.5', 'keypoint smoothing must be between 0 (off) and 1'), ('some', "not a number: 'some'")):
+        with pytest.raises(SystemExit) as stopped:   # argparse's own usage error
+            main(['evaluate', '--kp_smoothing', value])
+        assert stopped.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_crop_jitter_adds_each_avatar_at_moved_crops(tmp_path):
@@ -375,3 +381,22 @@ def test_the_anchor_frame_is_where_the_motion_starts(talking):
         return np.abs(frame.astype(float) - talking[CLOSED_1]).mean()
     assert diff(output[CLOSED_1]) < 0.7 * diff(output[OPEN])   # 4.6 against 8.5 grey levels (face-128-v5)
     assert diff(output[CLOSED_1]) < diff(animate_clip(animator, talking[CLOSED_1], talking)[CLOSED_1])
+
+
+def test_driving_keypoints_once_per_clip_animate_as_frames_do_and_smooth_as_the_app(talking):
+    """animate_clip from keypoints detected once per clip gives the frames animate_clip gives from the frames; with
+    the app's keypoint smoothing the driver's keypoints jitter less from frame to frame and the avatar still moves."""
+    models = load_bundled(with_discriminator=False)
+    animator = Animator(models, backend='torch', device='cpu')
+    frames = talking[:40]
+    plain = driving_keypoints(animator, frames, 25.0)
+    assert all(np.array_equal(a, b) for a, b in zip(animate_clip(animator, talking[0], frames, 3, plain),
+                                                     animate_clip(animator, talking[0], frames, 3)))
+    smooth = driving_keypoints(animator, frames, 25.0, smoothing=0.5)
+
+    def jitter(kps):
+        values = np.stack([k.value for k in kps])
+        return float(np.abs(np.diff(values, 2, axis=0)).mean())   # second differences: jitter, not motion
+    assert jitter(smooth) < 0.6 * jitter(plain)
+    moved = animate_clip(animator, talking[0], frames, 0, smooth)
+    assert np.abs(moved[-1].astype(float) - moved[0]).mean() > 1.0

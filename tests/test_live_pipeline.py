@@ -12,7 +12,7 @@ from fomm_model import Animator, normalize_kp
 from fomm_model.face_detection import FaceDetector
 from live.avatar import load_avatar
 from live.cropper import FaceCropper
-from live.one_euro import OneEuroFilter
+from fomm_model.smoothing import OneEuroFilter
 from live.options import Settings
 from live.pipeline import EASE_IN_FRAMES, Pipeline
 
@@ -203,3 +203,21 @@ def test_one_euro_removes_jitter_and_follows_steps():
     for i in range(10, 16):
         y = f(np.full(2, 0.5), i / 30)
     assert y.min() > 0.4
+
+
+def test_keypoint_smoother_passes_at_zero_starts_afresh_on_a_new_strength_and_refuses_bad_ones():
+    from fomm_model import Keypoints
+    from fomm_model.smoothing import KeypointSmoother
+    rng = np.random.default_rng(0)
+    eye = np.broadcast_to(np.eye(2, dtype=np.float32), (10, 2, 2)).copy()
+    noisy = [Keypoints((0.3 + rng.normal(0, 0.02, (10, 2))).astype(np.float32), eye) for _ in range(60)]
+    off = KeypointSmoother(0.0)
+    assert all(off(kp, i / 30) is kp for i, kp in enumerate(noisy))
+    on = KeypointSmoother(0.6)
+    out = [on(kp, i / 30) for i, kp in enumerate(noisy)]
+    assert np.std([k.value for k in out[10:]], axis=0).mean() < 0.5 * np.std([k.value for k in noisy], axis=0).mean()
+    np.testing.assert_allclose(out[5].jacobian, eye, atol=1e-6)   # identity jacobians stay identity
+    on.strength = 0.3   # a new strength starts the filter afresh: its first output is the input
+    np.testing.assert_array_equal(on(noisy[0], 3.0).value, noisy[0].value)
+    with pytest.raises(ValueError, match='between 0 \\(off\\) and 1'):
+        KeypointSmoother(1.5)

@@ -75,10 +75,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              'the original demo) or "closed_mouth" (its frame with the mouth most closed, as the live '
                              'app\'s calibration asks for a neutral face with the mouth closed)')
     add_mouth_gain_argument(parser)
+    parser.add_argument('--kp_smoothing', type=_kp_smoothing, default=0.0, metavar='S',
+                        help='smooth the driving keypoints over time as the live app\'s "Keypoint smoothing" setting '
+                             'does, 0 (off, the app\'s default) to 1 (strongest); transfer only')
     parser.add_argument('--json', default=None, help='write the scores here (else only printed)')
     parser.add_argument('--max_frames', type=int, default=None,
                         help=f'use at most N frames per video (>= {MIN_FRAMES})')
     add_runtime_arguments(parser, backend='torch')
+
+
+def _kp_smoothing(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'not a number: {text!r}') from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f'keypoint smoothing must be between 0 (off) and 1 (strongest); got {value:g}')
+    return value
 
 
 def _default_dir(given: str | None, relative: str, option: str) -> Path:
@@ -210,7 +223,9 @@ def run(args: argparse.Namespace) -> int:
         raise CliError('--people_avatars drives each clip\'s person by the other clips: it needs at least two clips')
     avatars, avatar_crops = _avatars(avatar_dir, size, args.whole_avatars, args.crop_jitter)
     landmarker = _landmarker()
-    from ..evaluation.transfer import animate_clip, closed_mouth_or_first, measure_clip, score_pair, summarize
+    from ..evaluation.transfer import (animate_clip, closed_mouth_or_first, driving_keypoints, measure_clip,
+                                       score_pair, summarize)
+    from ..video_io import video_fps
 
     models = load_checkpoint(config, checkpoint, device='cpu', with_discriminator=False)
     absolute = animator_for(models, args, relative=False, adapt_scale=False)
@@ -230,13 +245,14 @@ def run(args: argparse.Namespace) -> int:
             progress.set_postfix_str(f'{video.name[:30]} reconstruction')
             reconstruction.append(_reconstruction_entry(video.name, frames, absolute, landmarker, real))
             progress.update()
+            driving = driving_keypoints(relative, frames, video_fps(video), args.kp_smoothing)
             for name, avatar in avatars.items():
                 progress.set_postfix_str(f'{video.name[:30]} x {name}')
-                output = measure_clip(landmarker, animate_clip(relative, avatar, frames, anchors[video.name]))
+                output = measure_clip(landmarker, animate_clip(relative, avatar, frames, anchors[video.name], driving))
                 pairs.append(score_pair(real, output, name, video.name))
                 progress.update()
             if args.people_avatars:
-                clips[video.name] = (frames, real)
+                clips[video.name] = (frames, real, driving)
         people = _people_transfer(clips, anchors, relative, landmarker, progress) if args.people_avatars else None
 
     transfer = summarize(pairs)
@@ -245,7 +261,7 @@ def run(args: argparse.Namespace) -> int:
         'config': str(getattr(config, 'source', config_name)), 'checkpoint': str(checkpoint),
         'data': str(videos[0].parent), 'avatars': str(avatar_dir), 'avatar_crops': avatar_crops,
         'crop_jitter': args.crop_jitter, 'anchor': args.anchor, 'anchor_frames': anchors,
-        'mouth_gain': relative.mouth_gain,
+        'mouth_gain': relative.mouth_gain, 'kp_smoothing': args.kp_smoothing,
         'frame_size': list(size),
         'max_frames': args.max_frames,
         'landmarks': 'MediaPipe Face Mesh (face_landmark.tflite, 468 points) on LiteRT; AKD in pixels at frame_size',
@@ -262,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
 PEOPLE_AVATARS = {'first_frame': 'first frame', 'mouth_closed': 'mouth most closed'}
 
 
-def _people_transfer(clips: dict[str, tuple[list[np.ndarray], ClipMeasures]], anchors: dict[str, int], animator,
+def _people_transfer(clips: dict[str, tuple[list[np.ndarray], ClipMeasures, list]], anchors: dict[str, int], animator,
                      landmarker, progress) -> dict:
     """Each clip's person as an avatar (its first frame, its most closed mouth) driven by every other clip.
 
@@ -271,25 +287,25 @@ def _people_transfer(clips: dict[str, tuple[list[np.ndarray], ClipMeasures]], an
     """
     from ..evaluation.transfer import animate_clip, closed_mouth_or_first, measure_clip, score_pair, summarize
     chosen = {name: {'first_frame': 0, 'mouth_closed': closed_mouth_or_first(real)}
-              for name, (_, real) in clips.items()}
+              for name, (_, real, _) in clips.items()}
     out: dict = {'avatar_frames': chosen}
     for kind in PEOPLE_AVATARS:
         pairs = []
-        for video, (frames, real) in clips.items():
-            for person, (person_frames, _) in clips.items():
+        for video, (frames, real, driving) in clips.items():
+            for person, (person_frames, _, _) in clips.items():
                 if person == video:
                     continue
                 progress.set_postfix_str(f'{video[:30]} x {person[:20]} ({PEOPLE_AVATARS[kind]})')
                 frame = chosen[person][kind]
                 output = measure_clip(landmarker, animate_clip(animator, person_frames[frame], frames,
-                                                               anchors[video]))
+                                                               anchors[video], driving))
                 pairs.append(score_pair(real, output, f'{person}@{frame}', video))
                 progress.update()
         out[kind] = summarize(pairs)
         out[kind]['pair_scores'] = [p.as_dict() for p in pairs]
     out['avatar_mouth_opening'] = {
         name: {kind: _finite(real.mouth[chosen[name][kind]]) for kind in PEOPLE_AVATARS}
-        for name, (_, real) in clips.items()}
+        for name, (_, real, _) in clips.items()}
     return out
 
 
@@ -321,7 +337,8 @@ def _print(summary: dict, json_path: Path | None) -> None:
               f"ratio {_fmt(s['ratio_median'], '.2f')} over {s['clips_exercised']} clips that move it")
     print('transfer: relative motion from each clip\'s '
           + ('first frame' if summary['anchor'] == 'first' else 'frame with the mouth most closed')
-          + f", mouth gain {summary['mouth_gain']:g}")
+          + f", mouth gain {summary['mouth_gain']:g}"
+          + (f", keypoints smoothed at {summary['kp_smoothing']:g}" if summary.get('kp_smoothing') else ''))
     for name in SIGNALS:
         s = tr[name]
         print(f"transfer {name}: median r {_with_interval(s, 'r')}, median amplitude ratio "

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..animation import Animator
+from ..keypoints import Keypoints
+from ..smoothing import KeypointSmoother
 from .landmarks import FaceLandmarker, eye_opening, mouth_opening, shape_change
 from .metrics import (AMPLITUDE_RANGE, MAX_NO_FACE_RATE, MIN_CORRELATION, ShapeScore, SignalScore, median,
                       median_interval, score_shape, score_signal)
@@ -29,11 +31,23 @@ MIN_DRIVER_SHAPE = 0.013
 
 
 def animate_clip(animator: Animator, source: np.ndarray, frames: Sequence[np.ndarray],
-                 anchor: int = 0) -> list[np.ndarray]:
-    """``source`` moved by ``frames`` relative to ``frames[anchor]`` (uint8 frames at the model size)."""
+                 anchor: int = 0, keypoints: Sequence[Keypoints] | None = None) -> list[np.ndarray]:
+    """``source`` moved by ``frames`` relative to ``frames[anchor]`` (uint8 frames at the model size), or by their
+    ``keypoints`` when given (:func:`driving_keypoints`: detected once per clip, smoothed as the app would)."""
     animator.set_source(source)
-    animator.set_anchor(frames[anchor])
-    return [animator.animate(frame) for frame in frames]
+    if keypoints is None:
+        animator.set_anchor(frames[anchor])
+        return [animator.animate(frame) for frame in frames]
+    animator.set_anchor(keypoints[anchor])
+    return [animator.generate(animator.normalize(kp)) for kp in keypoints]
+
+
+def driving_keypoints(animator: Animator, frames: Sequence[np.ndarray], fps: float,
+                      smoothing: float = 0.0) -> list[Keypoints]:
+    """Each frame's keypoints through the live app's keypoint smoothing (:class:`~fomm_model.smoothing.
+    KeypointSmoother`, strength ``smoothing``; 0 passes them as detected), the frames timed at ``fps``."""
+    smoother = KeypointSmoother(smoothing)
+    return [smoother(animator.keypoints(frame), i / fps) for i, frame in enumerate(frames)]
 
 
 @dataclass
