@@ -76,8 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              'app\'s calibration asks for a neutral face with the mouth closed)')
     add_mouth_gain_argument(parser)
     parser.add_argument('--kp_smoothing', type=_kp_smoothing, default=0.0, metavar='S',
-                        help='smooth the driving keypoints over time as the live app\'s "Keypoint smoothing" setting '
-                             'does, 0 (off, the app\'s default) to 1 (strongest); transfer only')
+                        help='smooth the driving keypoints over time as the live app does (its --kp-smoothing, the '
+                             'window\'s Smoothing slider): 0 (off, the app\'s default) to 1 (strongest); transfer only')
     parser.add_argument('--json', default=None, help='write the scores here (else only printed)')
     parser.add_argument('--max_frames', type=int, default=None,
                         help=f'use at most N frames per video (>= {MIN_FRAMES})')
