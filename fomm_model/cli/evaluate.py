@@ -318,10 +318,10 @@ def _fmt(value: float | None, spec: str = '.3f') -> str:
 
 
 def _with_interval(scores: dict, key: str) -> str:
-    """'0.68 [0.53-0.80]': a median with its interval (:func:`~fomm_model.evaluation.transfer.signal_intervals`)."""
+    """'0.68 [0.53, 0.80]': a median with its interval (:func:`~fomm_model.evaluation.transfer.signal_intervals`)."""
     interval = scores.get(f'{key}_interval')
     text = _fmt(scores[f'{key}_median'], '.2f')
-    return text + (f' [{interval[0]:.2f}-{interval[1]:.2f}]' if interval else '')
+    return text + (f' [{interval[0]:.2f}, {interval[1]:.2f}]' if interval else '')
 
 
 def _print(summary: dict, json_path: Path | None) -> None:
