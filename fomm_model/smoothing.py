@@ -62,6 +62,14 @@ def smoothing_cutoff(strength: float) -> float:
     return float(10.0 ** (1.0 - 1.5 * min(max(strength, 0.0), 1.0)))
 
 
+def check_kp_smoothing(strength: float) -> float:
+    """A keypoint smoothing strength in [0, 1] (0: off), else ValueError."""
+    strength = float(strength)
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f'keypoint smoothing must be between 0 (off) and 1 (strongest); got {strength:g}')
+    return strength
+
+
 class KeypointSmoother:
     """The driver's keypoints (values and jacobians) through one One-Euro filter, causally, at their timestamps.
 
@@ -79,14 +87,9 @@ class KeypointSmoother:
 
     @strength.setter
     def strength(self, value: float) -> None:
-        value = float(value)
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f'keypoint smoothing must be between 0 (off) and 1 (strongest); got {value:g}')
+        value = check_kp_smoothing(value)
         if value != self._strength:
             self._strength, self._filter = value, None
-
-    def reset(self) -> None:
-        self._filter = None
 
     def __call__(self, kp: Keypoints, t: float) -> Keypoints:
         if self._strength <= 0:

@@ -34,6 +34,7 @@ from ..checkpoint import load_checkpoint
 from ..config import frame_size, load_config
 from ..defaults import repo_root, resolve_model
 from ..output_paths import atomic_write_text, check_output_file
+from ..smoothing import check_kp_smoothing
 from ..video_io import IMAGE_EXTENSIONS, iter_video, read_image, resize_image
 
 if TYPE_CHECKING:
@@ -89,9 +90,10 @@ def _kp_smoothing(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f'not a number: {text!r}') from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f'keypoint smoothing must be between 0 (off) and 1 (strongest); got {value:g}')
-    return value
+    try:
+        return check_kp_smoothing(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _default_dir(given: str | None, relative: str, option: str) -> Path:

@@ -61,6 +61,7 @@ def calibrate(animator: Animator, clips: dict[str, tuple[list[np.ndarray], objec
     # each clip's most closed mouth: where it starts as a driver (the anchor) and how it poses as an avatar
     anchors = {name: closed_mouth_or_first(real) for name, (_, real) in clips.items()}
     avatars = closed_mouth_avatars(clips, anchors)
+    driving = {name: [animator.keypoints(frame) for frame in frames] for name, (frames, _) in clips.items()}  # once
     runs = len(gains) * len(AVATAR_LOOKS) * len(clips) * (len(clips) - 1)
     results: dict = {}
     with tqdm(total=runs, desc='calibrating', unit='pair') as progress:
@@ -74,7 +75,7 @@ def calibrate(animator: Animator, clips: dict[str, tuple[list[np.ndarray], objec
                             continue
                         progress.set_postfix_str(f'gain {gain:g}, {look}')
                         output = measure_clip(landmarker, animate_clip(animator, avatars[person, look], frames,
-                                                                       anchors[video]))
+                                                                       anchors[video], driving[video]))
                         scores.append(score_pair(real, output, person, video).signals['mouth'])
                         progress.update()
                 moving = [s for s in scores if s.exercised]
