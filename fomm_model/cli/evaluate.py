@@ -28,7 +28,8 @@ import numpy as np
 from tqdm import tqdm
 
 from . import CliError
-from .runtime_args import add_mouth_gain_argument, add_runtime_arguments, animator_for, check_mouth_gain_for
+from .runtime_args import (add_mouth_gain_argument, add_runtime_arguments, animator_for, check_mouth_gain_for,
+                           checked_number)
 from .reconstruct import find_videos, reconstruct_video
 from ..checkpoint import load_checkpoint
 from ..config import frame_size, load_config
@@ -76,24 +77,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              'the original demo) or "closed_mouth" (its frame with the mouth most closed, as the live '
                              'app\'s calibration asks for a neutral face with the mouth closed)')
     add_mouth_gain_argument(parser)
-    parser.add_argument('--kp_smoothing', type=_kp_smoothing, default=0.0, metavar='S',
+    parser.add_argument('--kp_smoothing', type=checked_number(check_kp_smoothing), default=0.0, metavar='S',
                         help='smooth the driving keypoints over time as the live app does (its --kp-smoothing, the '
                              'window\'s Smoothing slider): 0 (off, the app\'s default) to 1 (strongest); transfer only')
     parser.add_argument('--json', default=None, help='write the scores here (else only printed)')
     parser.add_argument('--max_frames', type=int, default=None,
                         help=f'use at most N frames per video (>= {MIN_FRAMES})')
     add_runtime_arguments(parser, backend='torch')
-
-
-def _kp_smoothing(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'not a number: {text!r}') from None
-    try:
-        return check_kp_smoothing(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _default_dir(given: str | None, relative: str, option: str) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from ..animation import Animator
 from ..devices import DTYPES, DeviceError, device_name
@@ -33,19 +34,23 @@ def add_runtime_arguments(parser: argparse.ArgumentParser, backend: str) -> None
                              'AVX512-BF16/AMX, float16 needs CUDA)')
 
 
-def _mouth_gain(text: str) -> float:
-    try:
-        gain = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'not a number: {text!r}') from None
-    try:
-        return check_mouth_gain(gain)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def checked_number(check: Callable[[float], float]) -> Callable[[str], float]:
+    """An argparse ``type``: a number that ``check`` accepts; a non-number and ``check``'s ValueError become usage
+    errors with their own messages."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'not a number: {text!r}') from None
+        try:
+            return check(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return parse
 
 
 def add_mouth_gain_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--mouth_gain', type=_mouth_gain, default=None, metavar='GAIN',
+    parser.add_argument('--mouth_gain', type=checked_number(check_mouth_gain), default=None, metavar='GAIN',
                         help=f'relative mode: scale the driver\'s lip motion (beyond the head\'s) by GAIN, 0 to '
                              f'{MAX_MOUTH_GAIN:g}; 1 = as it is (default: the gain the model was calibrated with; '
                              f'1 for models that name no lip keypoints)')
