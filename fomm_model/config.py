@@ -10,7 +10,7 @@ import yaml
 CONFIG_PACKAGE = 'fomm_model.configs'
 # Earlier default models' configs, retired to docs/experiments, whose networks the current default has: a name an
 # installed model's record or saved settings still hold loads the config that replaced it.
-RETIRED_CONFIGS = {'face-128-v3': 'face-128-v5', 'face-128-v4': 'face-128-v5'}
+RETIRED_CONFIGS = {'face-128-v3': 'face-128-v6', 'face-128-v4': 'face-128-v6', 'face-128-v5': 'face-128-v6'}
 
 log = logging.getLogger(__name__)
 

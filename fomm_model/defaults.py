@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DEFAULT_CONFIG = 'face-128-v5'
-DEFAULT_CHECKPOINT = Path('assets/models/face-128-v5.pth.tar')  # relative to the repository root
+DEFAULT_CONFIG = 'face-128-v6'
+DEFAULT_CHECKPOINT = Path('assets/models/face-128-v6.pth.tar')  # relative to the repository root
 
 
 def repo_root() -> Path:

@@ -95,7 +95,7 @@ def test_original_layout_file_with_discriminator_optimisers_and_prefixes(tmp_pat
     """A raw torch.save of the original training layout (DataParallel prefixes, Adam states, epoch), in the
     pre-zip serialisation the published checkpoints have (torch 1.0)."""
     torch.manual_seed(0)
-    models = build_models('face-128-v5', with_discriminator=True)
+    models = build_models('face-128-v6', with_discriminator=True)
     params = list(models.generator.parameters())
     opt = torch.optim.Adam(params, lr=2e-4, betas=(0.5, 0.999))
     for p in params:
@@ -107,8 +107,8 @@ def test_original_layout_file_with_discriminator_optimisers_and_prefixes(tmp_pat
                 'kp_detector': models.kp_detector.state_dict(), 'discriminator': models.discriminator.state_dict(),
                 'optimizer_generator': opt.state_dict(), 'epoch': 3}, path, _use_new_zipfile_serialization=False)
     detection = detect_checkpoint_config(path)
-    assert detection.config == 'face-128-v5' and detection.fits == ('face-128-v5',)
-    assert resolve_model(None, path) == ('face-128-v5', path)
+    assert detection.config == 'face-128-v6' and detection.fits == ('face-128-v6',)
+    assert resolve_model(None, path) == ('face-128-v6', path)
 
 
 def test_reference_checkpoint_is_detected_from_the_config_beside_it(reference_dir, tmp_path):
@@ -157,12 +157,12 @@ def test_fomm_animate_without_config_on_a_non_default_checkpoint(tmp_path):
     from helpers import fomm
 
     from fomm_model.video_io import read_video
-    ckpt = make_checkpoint(tmp_path / 'mine.pth.tar', 'face-128-v5')
+    ckpt = make_checkpoint(tmp_path / 'mine.pth.tar', 'face-128-v6')
     driving = make_clip(tmp_path / 'd.mp4', frames=3)
     proc = fomm('animate', '--checkpoint', ckpt, '--source_image', AVATAR, '--driving_video', driving,
                 '--result_video', tmp_path / 'r.mp4', '--cpu', '--backend', 'torch')
     assert proc.returncode == 0, proc.stderr
-    assert 'config face-128-v5 (the only config whose keypoint detector and generator fit)' in proc.stderr
+    assert 'config face-128-v6 (the only config whose keypoint detector and generator fit)' in proc.stderr
     assert read_video(tmp_path / 'r.mp4')[0].shape == (3, 128, 128, 3)
 
 
@@ -175,12 +175,12 @@ def test_main_py_run_without_config_on_a_non_default_checkpoint(tmp_path):
     from helpers import CLIPS, REPO
 
     from fomm_model.video_io import read_video
-    ckpt = make_checkpoint(tmp_path / 'mine.pth.tar', 'face-128-v5')
+    ckpt = make_checkpoint(tmp_path / 'mine.pth.tar', 'face-128-v6')
     out = tmp_path / 'out.mp4'
     proc = subprocess.run([sys.executable, 'main.py', 'run', '--input', str(CLIPS[0]), '--avatar', str(AVATAR),
                            '--backend', 'torch', '--device', 'cpu', '--checkpoint', str(ckpt), '--output', str(out),
                            '--max-frames', '2', '--verbose'], cwd=REPO, capture_output=True, text=True, timeout=300,
                           env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert proc.returncode == 0, proc.stderr
-    assert 'config face-128-v5 (the only config whose keypoint detector and generator fit)' in proc.stderr
+    assert 'config face-128-v6 (the only config whose keypoint detector and generator fit)' in proc.stderr
     assert read_video(out)[0].shape[0] == 2

@@ -1,5 +1,5 @@
 """Models in the window: the picker and dropping a checkpoint onto the window (installed once it loads, then used),
-with the real engine on a face clip and random-weight checkpoints (the bundled face-128-v5 model has 15 keypoints, a
+with the real engine on a face clip and random-weight checkpoints (the bundled face-128-v6 model has 15 keypoints, a
 face-128 checkpoint 10, so the frames say which model runs)."""
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def test_session_installs_a_checkpoint_switches_to_it_and_back(tmp_path, monkeyp
         s.install_model(ten_checkpoint)
         h.pump_until(lambda: h.keypoints() == 10)                  # installed, then loaded in place
         assert s.model.checkpoint == 'ten' and s.model.config is None
-        assert [e.name for e in s.models()] == ['face-128-v5', 'ten']
+        assert [e.name for e in s.models()] == ['face-128-v6', 'ten']
         assert ('models' in [n for n, _ in h.events]) and any('Installed the model "ten"' in t
                                                                for t, _ in h.notices())
         s.install_model(bad_checkpoint)                            # refused: said why, nothing copied, model stays
@@ -124,7 +124,7 @@ def test_dropping_a_checkpoint_on_the_window_installs_and_picks_it(qtbot, tmp_pa
     try:
         window.show()
         combo = window.controls.model_combo
-        assert combo.count() == 1 and combo.currentData() is None and 'face-128-v5' in combo.currentText()
+        assert combo.count() == 1 and combo.currentData() is None and 'face-128-v6' in combo.currentText()
         qtbot.waitUntil(lambda: window.last_result is not None, timeout=TIMEOUT_MS)
 
         _drop(window, [bad_checkpoint])                            # a bad file: a clear message, nothing installed
@@ -152,7 +152,7 @@ def test_a_checkpoint_on_the_command_line_brings_its_own_config(qtbot, tmp_path,
     """Not the config remembered from a run with another model: the window finds it from the file."""
     monkeypatch.setenv(MODELS_DIR_ENV, str(tmp_path / 'models'))
     store = SettingsStore(tmp_path / 'settings.ini')
-    store.save_dataclass('model', ModelOptions(config='face-128-v5'))
+    store.save_dataclass('model', ModelOptions(config='face-128-v6'))
     store.sync()
     ns = parse_gui_args(['--input', str(CLIPS[0]), '--backend', 'torch', '--device', 'cpu',
                          '--checkpoint', str(ten_checkpoint)])

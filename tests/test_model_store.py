@@ -33,7 +33,7 @@ def store(tmp_path, monkeypatch):
 
 @pytest.fixture(scope='module')
 def v5_checkpoint(tmp_path_factory):
-    return make_checkpoint(tmp_path_factory.mktemp('ckpt') / 'my-v5.pth.tar', 'face-128-v5')
+    return make_checkpoint(tmp_path_factory.mktemp('ckpt') / 'my-v5.pth.tar', 'face-128-v6')
 
 
 def test_models_dir_follows_the_environment_and_the_platform(store, monkeypatch, tmp_path):
@@ -50,20 +50,20 @@ def test_models_dir_follows_the_environment_and_the_platform(store, monkeypatch,
 def test_install_list_use_by_name_and_remove(store, v5_checkpoint):
     assert [e.name for e in list_models()] == [DEFAULT_CONFIG]        # the bundled model, even with no folder
     entry = install(v5_checkpoint)
-    assert (entry.name, entry.config, entry.size) == ('my-v5', 'face-128-v5', v5_checkpoint.stat().st_size)
+    assert (entry.name, entry.config, entry.size) == ('my-v5', 'face-128-v6', v5_checkpoint.stat().st_size)
     assert entry.path == store / 'my-v5.pth.tar' and file_sha256(entry.path) == file_sha256(v5_checkpoint)
     sidecar = json.loads((store / 'my-v5.json').read_text())
-    assert sidecar['sha256'] == entry.sha256 and sidecar['config'] == 'face-128-v5'
+    assert sidecar['sha256'] == entry.sha256 and sidecar['config'] == 'face-128-v6'
     assert 'only config' in sidecar['config_reason'] and sidecar['source'] == str(v5_checkpoint.resolve())
     listed = list_models()
     assert [e.name for e in listed] == [DEFAULT_CONFIG, 'my-v5'] and listed[0].bundled
-    assert resolve_model(None, 'my-v5') == ('face-128-v5', entry.path)     # by name, config from the sidecar
+    assert resolve_model(None, 'my-v5') == ('face-128-v6', entry.path)     # by name, config from the sidecar
     # the same content again is refused, under any name; nothing new appears
     with pytest.raises(ModelStoreError, match='already installed as "my-v5"'):
         install(v5_checkpoint, name='other')
     assert sorted(p.name for p in store.iterdir()) == ['my-v5.json', 'my-v5.pth.tar']
     # another file with the same name gets a free one
-    second = install(make_checkpoint(store.parent / 'my-v5.pth.tar', 'face-128-v5', seed=1))
+    second = install(make_checkpoint(store.parent / 'my-v5.pth.tar', 'face-128-v6', seed=1))
     assert second.name == 'my-v5-2'
     assert remove('my-v5').name == 'my-v5'
     assert [e.name for e in list_models()] == [DEFAULT_CONFIG, 'my-v5-2'] and find_model('my-v5') is None
@@ -125,10 +125,10 @@ def test_a_broken_sidecar_or_a_missing_file_is_skipped(store, v5_checkpoint, cap
 
 def test_fomm_models_command(store, v5_checkpoint, capsys):
     assert fomm_main(['models', 'install', str(v5_checkpoint), '--name', 'mine']) == 0
-    assert 'installed "mine" (config face-128-v5' in capsys.readouterr().out
+    assert 'installed "mine" (config face-128-v6' in capsys.readouterr().out
     assert fomm_main(['models']) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith(DEFAULT_CONFIG) and out[1].startswith('mine ') and 'face-128-v5' in out[1]
+    assert out[0].startswith(DEFAULT_CONFIG) and out[1].startswith('mine ') and 'face-128-v6' in out[1]
     assert out[-1] == f'models folder: {store}'
     assert fomm_main(['models', 'install', str(v5_checkpoint)]) == 2
     assert 'fomm models: error:' in capsys.readouterr().err

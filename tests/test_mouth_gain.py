@@ -64,7 +64,7 @@ def test_relative_motion_applies_the_gain_before_moving_the_source():
 
 
 def test_configs_name_the_lip_keypoints_and_the_calibrated_gain():
-    face = load_config('face-128-v5')
+    face = load_config('face-128-v6')
     assert mouth_keypoints(face) == MOUTH     # upper lip, lower lip, corners of train_params.landmark_keypoints
     gain = face['animate_params']['normalization_params']['mouth_gain']
     assert default_mouth_gain(face) == gain and gain > 1

@@ -1,7 +1,7 @@
 """Animate a source image with the motion of a driving video (the original demo.py).
 
 Example: fomm animate --source_image me.png --driving_video talk.mp4 --result_video out.mp4 --relative --adapt_scale
-Without --checkpoint the bundled model (``fomm_model.defaults``: assets/models/face-128-v5.pth.tar) is used.
+Without --checkpoint the bundled model (``fomm_model.defaults``: assets/models/face-128-v6.pth.tar) is used.
 """
 from __future__ import annotations
 

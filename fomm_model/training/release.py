@@ -3,7 +3,7 @@
 Keeps only ``generator`` and ``kp_detector`` (the original layout's keys, as ``demo.load_checkpoints`` reads
 them) in float16, plus ``epoch``/``step`` for provenance; optimiser states and the discriminator are dropped.
 
-    python -m fomm_model.training.release runs/face-128-v16/00000011-checkpoint.pth.tar assets/models/face-128-v5.pth.tar
+    python -m fomm_model.training.release runs/face-128-v25/00000009-checkpoint.pth.tar assets/models/face-128-v6.pth.tar
 """
 from __future__ import annotations
 
