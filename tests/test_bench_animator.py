@@ -25,4 +25,3 @@ def test_bundled_model_variants_agree_with_the_original():
         assert row['max_abs_diff'] < 1e-3, row
     line = bench_animator.goal_line(config, rows)
     assert 'max diff' in line and 'goal <= 0.02: met' in line, line
-
