@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .metrics import INTERVAL_LEVEL, median_difference
-from .transfer import SIGNALS
+from .transfer import SIGNALS, counted_r
 
 SECTIONS = {'transfer': 'portraits', 'transfer_people/first_frame': 'held-out people, first frame',
             'transfer_people/mouth_closed': 'held-out people, mouth most closed'}
@@ -33,13 +33,13 @@ def _section(run: dict, path: str) -> dict | None:
 
 
 def _values(section: dict, signal: str, measure: str) -> dict[tuple[str, str], float | None]:
-    """Per exercised pair, as the summary counts it (an undefined r is -1)."""
+    """Per exercised pair, as the summary counts it (r through :func:`~fomm_model.evaluation.transfer.counted_r`)."""
     out = {}
     for pair in section['pair_scores']:
         score = pair[signal]
         if score['exercised']:
             value = score[measure]
-            out[pair['avatar'], pair['video']] = -1.0 if measure == 'r' and value is None else value
+            out[pair['avatar'], pair['video']] = counted_r(value) if measure == 'r' else value
     return out
 
 

@@ -132,19 +132,24 @@ def score_pair(driver: ClipMeasures, output: ClipMeasures, avatar: str = '', vid
     return PairScore(avatar, video, len(output.landmarks), output.no_face_rate, signals, shape)
 
 
+def counted_r(r: float | None) -> float:
+    """A pair's correlation as the medians count it: an undefined one (a constant output) as -1, the worst."""
+    return -1.0 if r is None else r
+
+
 def signal_medians(scores: Sequence[SignalScore]) -> tuple[int, float | None, float | None]:
     """(how many exercise the signal, their median r, their median amplitude ratio); an undefined r (a constant
     output) counts as a failure."""
     used = [s for s in scores if s.exercised]
-    return len(used), median(s.r if s.r is not None else -1.0 for s in used), median(s.ratio for s in used)
+    return len(used), median(counted_r(s.r) for s in used), median(s.ratio for s in used)
 
 
 def signal_intervals(pairs: Sequence[PairScore], name: str) -> dict:
     """95% intervals of a signal's median r and median amplitude ratio over the pairs that exercise it, avatars and
-    driving clips resampled (:func:`~fomm_model.evaluation.metrics.median_interval`); an undefined r counts as -1,
-    as in :func:`signal_medians`."""
+    driving clips resampled (:func:`~fomm_model.evaluation.metrics.median_interval`); r as :func:`counted_r`
+    counts it."""
     used = [p for p in pairs if p.signals[name].exercised]
-    r = {(p.avatar, p.video): p.signals[name].r if p.signals[name].r is not None else -1.0 for p in used}
+    r = {(p.avatar, p.video): counted_r(p.signals[name].r) for p in used}
     ratio = {(p.avatar, p.video): p.signals[name].ratio for p in used}
     return {'r_interval': _listed(median_interval(r)), 'ratio_interval': _listed(median_interval(ratio))}
 
