@@ -80,7 +80,10 @@ def candidates(device: torch.device) -> tuple[list[Candidate], list[str]]:
     float32. int8 is not offered: static int8 (OpenVINO/NNCF, calibrated on 28 frames of the training clips,
     only the decoder's convolutions quantised, keypoint maths and grid sampling left in float32) ran the
     bundled model's generator 1.3-1.8x faster on AVX2 but moved single pixels by up to 3.1-3.7% of the value
-    range (mean 0.2-0.35%, held-out clips), above the 2% the issue allows; float32 runtimes: under 1e-5."""
+    range (mean 0.2-0.35%, held-out clips), above the 2% the issue allows; float32 runtimes: under 1e-5. Only
+    the six bottleneck blocks in int8 (NNCF 3.4, 72 calibration frames, 2026-12-05, capped at AVX2) saved 1.7 ms
+    of a 9.7 ms generator step but moved pixels by up to 0.80 (mean 1.7%): their activations do not fit one
+    int8 scale."""
     if device.type == 'cuda':
         return [('tensorrt', torch.float16, False), ('torch', torch.float16, True),
                 ('torch', torch.float32, False)], []
