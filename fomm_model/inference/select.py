@@ -82,8 +82,8 @@ def candidates(device: torch.device) -> tuple[list[Candidate], list[str]]:
     bundled model's generator 1.3-1.8x faster on AVX2 but moved single pixels by up to 3.1-3.7% of the value
     range (mean 0.2-0.35%, held-out clips), above the 2% the issue allows; float32 runtimes: under 1e-5. Only
     the six bottleneck blocks in int8 (NNCF 3.4, 72 calibration frames, 2026-12-05, capped at AVX2) saved 1.7 ms
-    of a 9.7 ms generator step but moved pixels by up to 0.80 (mean 1.7%): their activations do not fit one
-    int8 scale."""
+    of a 9.7 ms generator step but moved pixels by up to 0.80 (mean 1.7%, held-out clips driving the
+    portraits; per-tensor activation scales, as OpenVINO's CPU plugin runs int8)."""
     if device.type == 'cuda':
         return [('tensorrt', torch.float16, False), ('torch', torch.float16, True),
                 ('torch', torch.float32, False)], []
