@@ -39,6 +39,16 @@ def make_checkpoint(path: Path, config: str | Path = 'face-128', seed: int = 0,
     return path
 
 
+def skip_unless_installed(backend: str) -> None:
+    """Skip the calling test, saying why, when the optional runtime behind ``backend`` (onnx, openvino) is missing."""
+    import pytest
+
+    from fomm_model.inference import select
+    missing = select.installed(backend)
+    if missing:
+        pytest.skip(missing)
+
+
 def load_bundled(with_discriminator: bool | None = None):
     """The bundled default model (``fomm_model.defaults``: whichever model the project ships)."""
     from fomm_model import load_checkpoint

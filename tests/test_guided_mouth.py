@@ -9,10 +9,10 @@ import math
 import pytest
 import torch
 import yaml
-from helpers import TINY_CONFIG
+from helpers import TINY_CONFIG, skip_unless_installed
 
 from fomm_model import build_models
-from fomm_model.inference import create_runner, select
+from fomm_model.inference import create_runner
 from fomm_model.inference.cache import graph_key
 from fomm_model.modules.mouth_interior import mouth_interior
 
@@ -113,9 +113,7 @@ def test_the_same_weights_under_another_setting_get_another_graph_key(guided_and
 
 @pytest.mark.parametrize('backend', ['onnx', 'openvino'])
 def test_exported_runtimes_open_the_mouth_as_eager_does(guided_and_plain, backend, tmp_path, monkeypatch):
-    missing = select.installed(backend)
-    if missing:
-        pytest.skip(missing)
+    skip_unless_installed(backend)
     monkeypatch.setenv('FOMM_LIVE_CACHE', str(tmp_path))
     guided, _ = guided_and_plain
     runner = create_runner(guided, (128, 128), backend, 'cpu').runner

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import load_bundled
+from helpers import load_bundled, skip_unless_installed
 
 from fomm_model import Animator, load_checkpoint, load_config
 from fomm_model.devices import cpu_has_fast_bfloat16
@@ -59,12 +59,6 @@ def bundled(shared_dir):
     return models, avatar, [resize_image(f, (128, 128)) for f in frames[::4]]
 
 
-def _skip_missing(backend: str) -> None:
-    missing = select.installed(backend)
-    if missing:
-        pytest.skip(missing)
-
-
 def _animate(animator: Animator, source, frames) -> tuple[list[np.ndarray], list[torch.Tensor], list[np.ndarray]]:
     """Keypoints (from uint8 frames: the per-frame path), float frames (predict) and uint8 frames (generate)."""
     animator.set_source(source)
@@ -94,7 +88,7 @@ def _assert_agrees(models, source, frames, runner) -> None:
 @pytest.mark.parametrize('backend', RUNTIMES)
 @pytest.mark.parametrize('model', ['tiny', 'bundled'])
 def test_runtime_agrees_with_eager_float32(backend, model, request):
-    _skip_missing(backend)
+    skip_unless_installed(backend)
     models, source, frames = request.getfixturevalue(model)
     selection = create_runner(models, (128, 128), backend, 'cpu')
     assert selection.runner.name == backend
@@ -119,7 +113,7 @@ def test_runner_image_calls_are_the_tensor_calls_with_the_shared_conversions(tin
 @pytest.mark.parametrize('model', ['tiny', 'bundled'])
 def test_openvino_converts_frames_inside_its_graphs_as_numpy_would(model, request):
     """float32 OpenVINO takes the uint8 frame and returns it from its graphs; the result is the tensor path's."""
-    _skip_missing('openvino')
+    skip_unless_installed('openvino')
     from fomm_model.inference.convert import image_to_tensor, tensor_to_image
     models, source, frames = request.getfixturevalue(model)
     runner = create_runner(models, (128, 128), 'openvino', 'cpu', verify=False).runner
@@ -143,7 +137,7 @@ def test_openvino_converts_frames_inside_its_graphs_as_numpy_would(model, reques
 def test_openvino_writes_its_frame_graphs_once_and_compiles_float_keypoints_only_when_asked(tiny):
     """The uint8 graphs are IR files beside the export (OpenVINO's disk cache then serves each thread count),
     written by the first runner and reused; a thread count compiles only what frames need."""
-    _skip_missing('openvino')
+    skip_unless_installed('openvino')
     from fomm_model.inference.convert import image_to_tensor
     models, _, frames = tiny
     runner = create_runner(models, (128, 128), 'openvino', 'cpu', verify=False).runner
@@ -160,7 +154,7 @@ def test_openvino_writes_its_frame_graphs_once_and_compiles_float_keypoints_only
 
 @pytest.mark.parametrize('backend', RUNTIMES)
 def test_runtime_thread_count_can_change_and_results_do_not(backend, tiny):
-    _skip_missing(backend)
+    skip_unless_installed(backend)
     models, source, frames = tiny
     runner = create_runner(models, (128, 128), backend, 'cpu', verify=False).runner
     assert runner.threads == torch.get_num_threads() == 2
@@ -175,7 +169,7 @@ def test_runtime_thread_count_can_change_and_results_do_not(backend, tiny):
 
 
 def test_openvino_refuses_bfloat16_without_fast_bfloat16(tiny):
-    _skip_missing('openvino')
+    skip_unless_installed('openvino')
     if cpu_has_fast_bfloat16():
         pytest.skip('this CPU has fast bfloat16')
     with pytest.raises(RunnerError, match='AVX512-BF16'):
@@ -186,7 +180,7 @@ def test_openvino_refuses_bfloat16_without_fast_bfloat16(tiny):
 def test_openvino_sends_no_telemetry_through_the_runner(tmp_path, how):
     """A plain ``import openvino`` reports to Google Analytics and writes ~/intel (the contrast: so the check below
     can fail); the runner's import binds OpenVINO's no-op stub and writes nothing."""
-    _skip_missing('openvino')
+    skip_unless_installed('openvino')
     code = ('import openvino' if how == 'import openvino' else
             'from fomm_model.inference.openvino_runner import _import_openvino; _import_openvino()')
     code += ('\nimport sys, openvino.tools.ovc.telemetry_utils as t\n'

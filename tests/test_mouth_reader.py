@@ -184,7 +184,8 @@ def test_the_command_line_says_what_is_missing(tmp_path, capsys):
     assert 'no train/ folder' in capsys.readouterr().err
 
 
-@pytest.mark.parametrize('name', ['face-128-v6', 'docs/experiments/face-128-v5.yaml', 'docs/experiments/face-128-v4-cross-reader-x3.yaml',
+@pytest.mark.parametrize('name', ['face-128-v6', 'docs/experiments/face-128-v5.yaml',
+                                  'docs/experiments/face-128-v4-cross-reader-x3.yaml',
                                   'docs/experiments/face-128-v5-continued.yaml',
                                   'docs/experiments/face-128-v5-b3.yaml',
                                   'docs/experiments/face-128-v5-b3-continued.yaml',

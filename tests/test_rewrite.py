@@ -12,7 +12,7 @@ from fomm_model.inference.rewrite import SubpixelUpBlock2d, rewritable, subpixel
 from fomm_model.inference.torch_runner import TorchRunner
 from fomm_model.modules.util import UpBlock2d
 
-from helpers import load_bundled
+from helpers import load_bundled, skip_unless_installed
 
 
 
@@ -207,11 +207,10 @@ def test_openvino_runs_a_wide_generator_in_winograd_form_and_agrees_with_eager(r
     import onnx
     from fomm_model import build_models, load_config
     from fomm_model.devices import cpu_has_fast_bfloat16
-    from fomm_model.inference import create_runner, select
+    from fomm_model.inference import create_runner
     from fomm_model.inference.onnx_runner import export_onnx
     from fomm_model.inference.rewrite import WinogradResBlock2d
-    if select.installed('openvino'):
-        pytest.skip(select.installed('openvino'))
+    skip_unless_installed('openvino')
     monkeypatch.setenv('FOMM_LIVE_CACHE', str(tmp_path))
     config = load_config(reference_dir / 'tiny-128.yaml')
     config['dataset_params']['frame_shape'] = [256, 256, 3]
